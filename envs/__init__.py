@@ -1,0 +1,43 @@
+"""modelsched environments.
+
+``import envs`` registers the Gymnasium ids: ``modelsched/Scheduling-v0`` (takes ``scenario=``:
+a built-in name, a YAML path or a dict) and one id per built-in scenario, named in CamelCase
+(``serving-small`` -> ``modelsched/ServingSmall-v0``). Registration uses string entry points, so
+it imports nothing heavy. The simulator core (``envs.sim``) imports neither gymnasium nor torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+def builtin_scenarios() -> list[str]:
+    return sorted(p.stem for p in _SCENARIO_DIR.glob("*.yaml") if p.stem != "library")
+
+
+def env_id(scenario: str) -> str:
+    """``serving-small`` -> ``modelsched/ServingSmall-v0``."""
+    camel = "".join(part[:1].upper() + part[1:] for part in scenario.replace("_", "-").split("-"))
+    return f"modelsched/{camel}-v0"
+
+
+def registered_ids() -> list[str]:
+    return ["modelsched/Scheduling-v0"] + [env_id(s) for s in builtin_scenarios()]
+
+
+def _register() -> None:
+    try:
+        from gymnasium.envs.registration import register, registry
+    except ImportError:  # the pure simulator core is usable without gymnasium
+        return
+    if "modelsched/Scheduling-v0" not in registry:
+        register(id="modelsched/Scheduling-v0", entry_point="envs.env:SchedulingEnv")
+    for name in builtin_scenarios():
+        eid = env_id(name)
+        if eid not in registry:
+            register(id=eid, entry_point="envs.env:SchedulingEnv", kwargs={"scenario": name})
+
+
+_register()

@@ -1,0 +1,276 @@
+"""Gymnasium adapter over the simulator: spaces, observation encoding, reward, masks, rendering."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.render import render_ansi, render_gantt
+from envs.scenarios.loader import Scenario, load_scenario
+from envs.sim.metrics import episode_metrics
+from envs.sim.simulator import REASONS, Simulator
+
+_LOG_SIZE = math.log1p(1e5)  # sizes up to ~100k items/tokens/iterations map into [0, 1]
+
+
+class SchedulingEnv(gym.Env):
+    """Assign queued AI tasks to model variants and heterogeneous devices.
+
+    The environment wraps a discrete-event simulator (``envs.sim``). At each decision point the
+    agent sees a window of the K oldest ready tasks and either starts one of them with a chosen
+    model variant on a chosen device, or waits. Time advances only when the agent waits or when
+    no assignment is possible: the agent is never asked to decide when waiting is its only option,
+    and several assignments can be made at the same simulated instant.
+
+    ## Action Space
+
+    ``Discrete(K * V * D + 1)``. Index ``(k * V + v) * D + d`` starts the task in window slot
+    ``k`` with variant slot ``v`` of that task's capability (slots sorted by accuracy, ascending)
+    on device ``d``. A task needing n devices also takes n - 1 more idle devices of the same type
+    (same node first). The last index, ``K * V * D``, waits until the next event. The joint mask
+    of valid actions is exact and is returned by ``action_masks()`` (for sb3-contrib's
+    MaskablePPO). An invalid action raises ``ValueError`` naming the slot, variant, device and the
+    reason; with ``invalid_action="penalize"`` it becomes a wait with reward ``-invalid_penalty``.
+
+    ## Observation Space
+
+    ``Dict`` of float32 ``Box`` es, each within [-1, 1]:
+
+    * ``tasks`` (K, 1 + C + 7): present, capability one-hot, log size, log size2, priority
+      p / (1 + p), waited / SLO (clipped to [0, 1] after / 4), slack / SLO (clipped to [-1, 1]),
+      minimum accuracy, devices required / largest device pool.
+    * ``devices`` (D, T + 4 + M): type one-hot, up, busy, remaining busy time r / (r + tau),
+      free memory fraction, resident variants (multi-hot over the M variants).
+    * ``estimates`` (K, V, D): estimated latency at completion over SLO of each candidate
+      assignment (time waited + device wait + load if cold + execution), as clip(x, 0, 4) / 2 - 1;
+      1 where the pair can never run. A per-action feature for attention-style policies.
+    * ``global`` (5,): backlog beyond K as b / (b + K), elapsed fraction of the horizon (or of
+      the workload span), recent arrival rate over its episode mean as r / (r + 1), current
+      device utilization, queue fill fraction.
+
+    ## Rewards
+
+    Over the simulated interval ``dt`` a step covers, with weights from the scenario:
+    ``- w_latency * sum_tasks_in_system priority * dt / ideal_service_time`` (integrates to the
+    priority-weighted total slowdown), ``- w_slo * late completions``, ``- w_drop * drops``,
+    ``+ w_accuracy * sum_completions (accuracy - best accuracy of the capability)``,
+    ``+ w_utilization * integral of device utilization``. ``info["reward_terms"]`` holds each term.
+
+    ## Episode End
+
+    Terminated when the workload is exhausted and the system is empty. Truncated when simulated
+    time reaches the scenario's ``horizon`` or when nothing can ever happen again (a policy keeps
+    waiting with no event pending). At the end ``info["metrics"]`` holds the episode metrics;
+    ``info["accounting"]`` (``arrived, completed, dropped, queued, running``, with
+    ``arrived == completed + dropped + queued + running``) is in every step's info.
+
+    ## Arguments
+
+    * ``scenario``: built-in name, YAML path or dict (default ``"serving-small"``).
+    * ``render_mode``: ``None``, ``"ansi"`` (queue and device table) or ``"rgb_array"`` (Gantt chart).
+    * ``invalid_action``: ``"raise"`` (default) or ``"penalize"``; ``invalid_penalty`` (default 1.0).
+    * any other keyword overrides a top-level scenario key (``horizon=...``, ``visible_tasks=...``),
+      and ``workload_overrides={...}`` merges into the workload section.
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, scenario: str | Path | dict | Scenario = "serving-small", *,
+                 render_mode: str | None = None, invalid_action: str = "raise",
+                 invalid_penalty: float = 1.0, **overrides: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if invalid_action not in ("raise", "penalize"):
+            raise ValueError(f"invalid_action must be 'raise' or 'penalize', got {invalid_action!r}")
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, **overrides)
+        sc = self.scenario
+        self.render_mode = render_mode
+        self.invalid_action = invalid_action
+        self.invalid_penalty = float(invalid_penalty)
+        cl = sc.cluster
+        self.sim = Simulator(cl, sc.workload, visible_tasks=sc.visible_tasks,
+                             queue_capacity=sc.queue_capacity, drop_expired=sc.drop_expired,
+                             noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures)
+        self.K, self.V, self.D = sc.visible_tasks, cl.num_slots, cl.num_devices
+        C, T, M = cl.num_caps, cl.num_types, cl.num_variants
+        self.n_actions = self.K * self.V * self.D + 1
+        self.wait_action = self.n_actions - 1
+        self.action_space = spaces.Discrete(self.n_actions)
+        self.task_features = 1 + C + 7
+        self.device_features = T + 4 + M
+        box = lambda *shape: spaces.Box(-1.0, 1.0, shape=shape, dtype=np.float32)  # noqa: E731
+        self.observation_space = spaces.Dict({
+            "tasks": box(self.K, self.task_features),
+            "devices": box(self.D, self.device_features),
+            "estimates": box(self.K, self.V, self.D),
+            "global": box(5),
+        })
+        # Time scale for squashing durations: the median SLO-anchor latency of the capabilities.
+        self._tau = float(np.median([cl.reference_time(c) for c in cl.capabilities]))
+        self._max_pool = float(cl.type_count.max())
+        self._type_onehot = np.eye(T, dtype=np.float32)[cl.dev_type]
+        self._cap_eye = np.eye(C, dtype=np.float32)
+        self._devices_obs = np.zeros((self.D, self.device_features), dtype=np.float32)
+        self._devices_obs[:, :T] = self._type_onehot
+        self._root_seed: np.random.SeedSequence | None = None
+        self._episode_done = True
+
+    # ------------------------------------------------------------------ API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None or self._root_seed is None:
+            entropy = seed if seed is not None else int(self.np_random.integers(2**63))
+            self._root_seed = np.random.SeedSequence(entropy)
+        episode_seed = self._root_seed.spawn(1)[0]
+        sim = self.sim
+        sim.reset(episode_seed)
+        sim.advance_to_next_decision()
+        self._span = sim.horizon if math.isfinite(sim.horizon) else max(sim._last_arrival, 1e-9)
+        n_jobs = len(sim.job_specs)
+        self._mean_rate = n_jobs / max(sim._last_arrival, 1e-9) if n_jobs else 1.0
+        self._stuck = False
+        self._episode_done = False
+        sim.stats.reset()
+        return self._observation(), self._info(final=sim.done)
+
+    def step(self, action):
+        if self._episode_done:
+            raise RuntimeError("step() called after the episode ended: call reset()")
+        sim = self.sim
+        sim.stats.reset()
+        a = int(action)
+        if not 0 <= a < self.n_actions:
+            raise ValueError(f"action {a} is outside Discrete({self.n_actions})")
+        penalty = 0.0
+        if a == self.wait_action:
+            self._wait()
+        else:
+            k, rest = divmod(a, self.V * self.D)
+            v, d = divmod(rest, self.D)
+            reason = sim.check_assignment(k, v, d)
+            if reason is None:
+                sim.assign(k, v, d)
+            elif self.invalid_action == "raise":
+                raise ValueError(f"invalid action {a}: queue slot {k}, variant slot {v}, device {d}: "
+                                 f"{REASONS[reason]}")
+            else:
+                penalty = self.invalid_penalty
+                self._wait()
+        if not sim.done and sim.now < sim.horizon and not self._stuck and not sim.has_decision():
+            sim.advance_to_next_decision()
+            if not sim.done and sim.now < sim.horizon and not sim.has_decision():
+                self._stuck = True
+        terminated = sim.done
+        truncated = not terminated and (sim.now >= sim.horizon or self._stuck)
+        self._episode_done = terminated or truncated
+        terms = self._reward_terms(penalty)
+        reward = float(sum(terms.values()))
+        info = self._info(final=self._episode_done)
+        info["reward_terms"] = terms
+        return self._observation(), reward, terminated, truncated, info
+
+    def _wait(self) -> None:
+        if not self.sim.step_time():
+            self._stuck = True
+
+    def action_masks(self) -> np.ndarray:
+        """Exact joint mask over ``Discrete(K*V*D + 1)``; waiting is always allowed."""
+        mask = np.empty(self.n_actions, dtype=bool)
+        mask[:-1] = self.sim.action_mask().ravel()
+        mask[-1] = True
+        return mask
+
+    # ------------------------------------------------------------------ encoding
+    def _reward_terms(self, penalty: float) -> dict[str, float]:
+        st = self.sim.stats
+        w = self.scenario.reward
+        return {
+            "latency": -w.latency * st.slowdown_area,
+            "slo": -w.slo * st.slo_misses,
+            "drop": -w.drop * st.drops,
+            "accuracy": w.accuracy * st.accuracy_gain,
+            "utilization": w.utilization * st.busy_area,
+            "invalid": -penalty,
+        }
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        sim = self.sim
+        cl = sim.cluster
+        K = self.K
+        sim._refresh_window()
+        present = sim.w_present
+        n = int(present.sum())
+        now = sim.now
+        arrival = np.zeros(K)
+        deadline = np.ones(K)
+        prio = np.zeros(K)
+        for i, t in enumerate(sim.window):
+            arrival[i] = t.arrival
+            deadline[i] = t.deadline
+            prio[i] = t.priority
+        slo = np.maximum(deadline - arrival, 1e-9)
+        waited = now - arrival
+        tasks = np.zeros((K, self.task_features), dtype=np.float32)
+        if n:
+            C = cl.num_caps
+            tasks[:n, 0] = 1.0
+            tasks[:n, 1:1 + C] = self._cap_eye[sim.w_caps[:n]]
+            f = tasks[:n, 1 + C:]
+            f[:, 0] = np.minimum(np.log1p(sim.w_size[:n]) / _LOG_SIZE, 1.0)
+            f[:, 1] = np.minimum(np.log1p(sim.w_size2[:n]) / _LOG_SIZE, 1.0)
+            f[:, 2] = prio[:n] / (1.0 + prio[:n])
+            f[:, 3] = np.clip(waited[:n] / slo[:n], 0.0, 4.0) / 4.0
+            f[:, 4] = np.clip((deadline[:n] - now) / slo[:n], -1.0, 1.0)
+            f[:, 5] = sim.w_min_acc[:n]
+            f[:, 6] = np.minimum(sim.w_nreq[:n] / self._max_pool, 1.0)
+        dev = self._devices_obs
+        T = cl.num_types
+        remaining = np.maximum(sim.dev_busy_until - now, 0.0)
+        dev[:, T] = sim.dev_up
+        dev[:, T + 1] = ~sim.dev_idle
+        dev[:, T + 2] = remaining / (remaining + self._tau)
+        dev[:, T + 3] = 1.0 - sim.dev_memory_used / cl.dev_memory
+        dev[:, T + 4:] = sim.resident.T
+        est = sim.estimates()
+        x = (waited[:, None, None] + est) / slo[:, None, None]
+        est_obs = np.where(np.isfinite(x), np.clip(x, 0.0, 4.0) * 0.5 - 1.0, 1.0).astype(np.float32)
+        backlog = max(len(sim.queue) - K, 0)
+        rate = sim.recent_arrival_rate(10.0 * self._tau) / self._mean_rate
+        glob = np.array([
+            backlog / (backlog + K),
+            min(now / self._span, 1.0),
+            rate / (rate + 1.0),
+            sim.utilization_now(),
+            len(sim.queue) / sim.queue_capacity,
+        ], dtype=np.float32)
+        return {"tasks": tasks, "devices": dev.copy(), "estimates": est_obs, "global": glob}
+
+    def _info(self, final: bool) -> dict[str, Any]:
+        sim = self.sim
+        info: dict[str, Any] = {
+            "accounting": sim.accounting(),
+            "job_accounting": sim.job_accounting(),
+            "time": sim.now,
+        }
+        if sim.counters.extra:
+            info["workload_counters"] = dict(sim.counters.extra)
+        if final:
+            info["metrics"] = episode_metrics(sim)
+        return info
+
+    # ------------------------------------------------------------------ rendering
+    def render(self):
+        if self.render_mode == "ansi":
+            return render_ansi(self.sim)
+        if self.render_mode == "rgb_array":
+            return render_gantt(self.sim)
+        return None

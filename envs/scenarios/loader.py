@@ -1,0 +1,244 @@
+"""Scenario files: validated YAML describing devices, model zoo, workload, reward and episode.
+
+``load_scenario`` takes a built-in name (``serving-small``), a path to a YAML file, or a dict.
+Every missing, unknown or ill-typed key is refused with an error that names the key and the file.
+Device types and variants may be written in full or named from the built-in library
+(``envs/scenarios/library.yaml``), whose figures are cited in ``docs/profiles.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envs.config import ConfigError, Section
+from envs.sim.cluster import Cluster, DeviceSpec
+from envs.sim.model import DeviceType, LatencyProfile, ModelVariant
+from envs.workloads import Workload, build_workload
+
+SCENARIO_DIR = Path(__file__).resolve().parent
+LIBRARY_PATH = SCENARIO_DIR / "library.yaml"
+
+#: Metrics a scenario may declare as its primary metric.
+PRIMARY_METRICS = ("effective_accuracy", "slo_attainment", "mean_slowdown", "mean_latency",
+                   "p99_latency", "goodput", "job_slo_attainment", "job_mean_latency")
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Weights of the reward terms (see the env docstring for the formula)."""
+
+    latency: float = 1.0
+    slo: float = 0.0
+    drop: float = 1.0
+    accuracy: float = 0.0
+    utilization: float = 0.0
+
+
+@dataclass
+class Scenario:
+    name: str
+    cluster: Cluster
+    workload: Workload
+    primary_metric: str
+    reward: RewardWeights = field(default_factory=RewardWeights)
+    visible_tasks: int = 8
+    queue_capacity: int = 1024
+    drop_expired: bool = False
+    noise_cv: float = 0.05
+    horizon: float = math.inf
+    failures: bool = True
+    description: str = ""
+    source: str = "<dict>"
+    raw: dict = field(default_factory=dict)
+    """The scenario as a plain dict (after overrides), for run folders and pickling."""
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml") if p.stem != "library")
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> dict:
+    if not LIBRARY_PATH.exists():
+        return {"device_types": {}, "variants": {}}
+    with open(LIBRARY_PATH) as f:
+        lib = yaml.safe_load(f) or {}
+    return {"device_types": lib.get("device_types") or {}, "variants": lib.get("variants") or {}}
+
+
+def read_scenario_dict(spec: str | Path | dict) -> tuple[dict, str]:
+    """Return (raw dict, source name) for a built-in name, a YAML path or a dict."""
+    if isinstance(spec, dict):
+        return copy.deepcopy(spec), "<dict>"
+    path = Path(spec)
+    if not path.suffix and (SCENARIO_DIR / f"{spec}.yaml").exists() and str(spec) != "library":
+        path = SCENARIO_DIR / f"{spec}.yaml"
+    if not path.exists():
+        raise ConfigError(f"scenario '{spec}' is neither a built-in ({', '.join(builtin_names())}) "
+                          f"nor an existing YAML file")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a scenario file must be a mapping at the top level")
+    return data, path.name
+
+
+def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
+    """Load and validate a scenario; ``overrides`` replace top-level keys (e.g. ``horizon=60``).
+
+    ``workload_overrides`` (a dict) is merged into the ``workload`` section.
+    """
+    raw, source = read_scenario_dict(spec)
+    wl_over = overrides.pop("workload_overrides", None)
+    for key, value in overrides.items():
+        raw[key] = value
+    if wl_over:
+        raw.setdefault("workload", {})
+        raw["workload"] = {**raw["workload"], **wl_over}
+    top = Section(raw, source)
+    name = top.get("name", str)
+    description = top.get("description", str, "")
+    lib = _library()
+
+    # Device types: explicit definitions first, library names on demand.
+    type_defs = top.get("device_types", dict, {})
+    devices_raw = top.get("devices", list)
+    if not devices_raw:
+        raise ConfigError(f"{source}: key 'devices' must list at least one device")
+    type_specs: dict[str, DeviceType] = {}
+
+    def device_type(tname: str, where: str) -> DeviceType:
+        if tname in type_specs:
+            return type_specs[tname]
+        if tname in type_defs:
+            spec_d, w = type_defs[tname], f"{source}: device_types.{tname}"
+        elif tname in lib["device_types"]:
+            spec_d, w = lib["device_types"][tname], f"library.yaml: device_types.{tname}"
+        else:
+            raise ConfigError(f"{where}: unknown device type '{tname}' (define it under device_types "
+                              f"or use one of the library's: {sorted(lib['device_types'])})")
+        type_specs[tname] = _parse_device_type(tname, spec_d, w)
+        return type_specs[tname]
+
+    devices: list[DeviceSpec] = []
+    for i, d in enumerate(devices_raw):
+        sec = Section(d, f"{source}: devices[{i}]")
+        tname = sec.get("type", str)
+        count = sec.get("count", int, 1, low=1)
+        node = sec.get("node", str, f"node{i}")
+        sec.done()
+        device_type(tname, sec.where)
+        devices.extend(DeviceSpec(tname, node) for _ in range(count))
+    for tname in type_defs:
+        device_type(tname, f"{source}: device_types")
+
+    variants: list[ModelVariant] = []
+    for i, v in enumerate(top.get("variants", list)):
+        where = f"{source}: variants[{i}]"
+        if isinstance(v, str):
+            if v not in lib["variants"]:
+                raise ConfigError(f"{where}: unknown library variant '{v}'")
+            variants.append(_parse_variant(v, lib["variants"][v], f"library.yaml: variants.{v}"))
+        elif isinstance(v, dict):
+            vd = dict(v)
+            vname = vd.pop("name", None)
+            if not isinstance(vname, str):
+                raise ConfigError(f"{where}: missing required key 'name'")
+            base = vd.pop("from_library", False)
+            if base:
+                if vname not in lib["variants"]:
+                    raise ConfigError(f"{where}: unknown library variant '{vname}'")
+                vd = {**lib["variants"][vname], **vd}
+            variants.append(_parse_variant(vname, vd, f"{where} ({vname})"))
+        else:
+            raise ConfigError(f"{where}: a variant is a library name or a mapping, got {v!r}")
+    if not variants:
+        raise ConfigError(f"{source}: key 'variants' must list at least one variant")
+    names = [v.name for v in variants]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{source}: variants: duplicate name '{sorted(dup)[0]}'")
+    used_types = {d.type for d in devices}
+    for v in variants:
+        for tname in v.profiles:
+            if tname not in type_specs and tname not in lib["device_types"]:
+                raise ConfigError(f"{source}: variant '{v.name}' has a latency profile for unknown "
+                                  f"device type '{tname}'")
+    cluster = Cluster([type_specs[t] for t in type_specs if t in used_types], devices, variants)
+    for c in cluster.capabilities:
+        try:
+            cluster.reference_time(c)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    workload = build_workload(top.section("workload"), cluster.capabilities)
+    rw = top.section("reward", {})
+    reward = RewardWeights(**{k: rw.get(k, float, getattr(RewardWeights, k)) for k in
+                              ("latency", "slo", "drop", "accuracy", "utilization")})
+    rw.done()
+    horizon = top.get("horizon", (float, type(None)), None, low=0.0)
+    scenario = Scenario(
+        name=name, cluster=cluster, workload=workload,
+        primary_metric=top.get("primary_metric", str, choices=PRIMARY_METRICS),
+        reward=reward,
+        visible_tasks=top.get("visible_tasks", int, 8, low=1, high=256),
+        queue_capacity=top.get("queue_capacity", int, 1024, low=1),
+        drop_expired=top.get("drop_expired", bool, False),
+        noise_cv=top.get("noise_cv", float, 0.05, low=0.0, high=2.0),
+        horizon=math.inf if horizon is None else horizon,
+        failures=top.get("failures", bool, True),
+        description=description, source=source, raw=raw,
+    )
+    top.done()
+    return scenario
+
+
+def _parse_device_type(name: str, data: Any, where: str) -> DeviceType:
+    sec = Section(data, where)
+    dt = DeviceType(
+        name=name,
+        memory_gb=sec.get("memory_gb", float, low=1e-6),
+        load_bandwidth_gbps=sec.get("load_bandwidth_gbps", float, low=1e-6),
+        load_overhead_s=sec.get("load_overhead_s", float, 0.0, low=0.0),
+        cost_per_hour=sec.get("cost_per_hour", float, 0.0, low=0.0),
+        mtbf_s=sec.get("mtbf_s", float, math.inf, low=1e-6),
+        mttr_s=sec.get("mttr_s", float, 0.0, low=0.0),
+    )
+    sec.done()
+    return dt
+
+
+def _parse_variant(name: str, data: Any, where: str) -> ModelVariant:
+    sec = Section(data, where)
+    latency = sec.get("latency", dict)
+    profiles = {}
+    for tname, coeffs in latency.items():
+        ok = isinstance(coeffs, list) and len(coeffs) in (2, 3) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in coeffs)
+        if not ok:
+            raise ConfigError(f"{where}: latency.{tname} must be [alpha, beta] or [alpha, beta, gamma] "
+                              f"of non-negative numbers, got {coeffs!r}")
+        if coeffs[0] + coeffs[1] <= 0 and (len(coeffs) < 3 or coeffs[2] <= 0):
+            raise ConfigError(f"{where}: latency.{tname} must not be all zero")
+        profiles[tname] = LatencyProfile(*map(float, coeffs))
+    v = ModelVariant(
+        name=name,
+        capability=sec.get("capability", str),
+        accuracy=sec.get("accuracy", float, low=0.0, high=1.0),
+        memory_gb=sec.get("memory_gb", float, low=0.0),
+        profiles=profiles,
+        max_size=sec.get("max_size", float, math.inf, low=1.0),
+        scaling_efficiency=sec.get("scaling_efficiency", float, 1.0, low=0.0, high=1.0),
+    )
+    sec.done()
+    return v

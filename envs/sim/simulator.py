@@ -1,0 +1,637 @@
+"""Discrete-event simulator of AI tasks served by model variants on heterogeneous devices.
+
+Pure Python + numpy. Events live in one heap ordered by (time, sequence number), so ties are
+resolved in insertion order and runs are deterministic. Time advances only when the caller
+waits or when no assignment is possible (:meth:`Simulator.advance_to_next_decision`).
+
+Lifecycle of a task (one stage of a job): PENDING (parents unfinished) -> QUEUED (ready) ->
+RUNNING -> DONE, or DROPPED at any point before DONE. A task counts as *arrived* once it is
+ready or dropped, so ``arrived == completed + dropped + queued + running`` at every instant.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs.sim.cluster import Cluster
+from envs.sim.model import DONE, DROPPED, PENDING, QUEUED, RUNNING, Device, Job, JobSpec, Task
+from envs.workloads.base import Workload
+
+# Event kinds (ints: cheap to compare and to store in heap tuples).
+ARRIVAL, FINISH, EXPIRE, FAIL, RECOVER = 0, 1, 2, 3, 4
+
+# Reasons an assignment is refused (used in error messages).
+REASONS = {
+    "no_task": "queue slot is empty",
+    "no_variant": "the task's capability has no variant in this slot",
+    "no_profile": "the variant has no latency profile for this device type or does not fit in its memory",
+    "accuracy": "the variant's accuracy is below the task's minimum",
+    "too_large": "the task is larger than the variant's maximum size",
+    "down": "the device has failed",
+    "busy": "the device is busy",
+    "gang": "not enough idle devices of this type for a multi-device task",
+}
+
+
+@dataclass
+class IntervalStats:
+    """What happened during the simulated interval one decision step covers (for rewards)."""
+
+    dt: float = 0.0
+    slowdown_area: float = 0.0
+    """Integral over the interval of sum over tasks in system of priority / ideal time."""
+    busy_area: float = 0.0
+    """Integral of the fraction of up devices that are busy."""
+    completions: int = 0
+    slo_misses: int = 0
+    drops: int = 0
+    accuracy_gain: float = 0.0
+    """Sum over completions of (served accuracy - best accuracy of the capability) (<= 0)."""
+
+    def reset(self) -> None:
+        self.dt = self.slowdown_area = self.busy_area = self.accuracy_gain = 0.0
+        self.completions = self.slo_misses = self.drops = 0
+
+
+@dataclass
+class Counters:
+    arrived: int = 0
+    completed: int = 0
+    dropped: int = 0
+    queued: int = 0
+    running: int = 0
+    dropped_queue_full: int = 0
+    dropped_expired: int = 0
+    dropped_infeasible: int = 0
+    dropped_with_job: int = 0
+    requeues: int = 0
+    cold_starts: int = 0
+    evictions: int = 0
+    failures: int = 0
+    jobs_arrived: int = 0
+    jobs_completed: int = 0
+    jobs_dropped: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Simulator:
+    """Event-driven model of a serving / training cluster.
+
+    Args:
+        cluster: devices and model variants.
+        workload: produces the jobs of an episode from the workload RNG stream.
+        visible_tasks: K, size of the window of ready tasks a policy chooses from (oldest first).
+        queue_capacity: ready tasks held at most; arrivals beyond it are dropped and counted.
+        drop_expired: drop queued tasks whose deadline has passed.
+        noise_cv: coefficient of variation of the multiplicative execution-time noise. The noise
+            only slows execution down (``exp(sigma * |z|)``): profiles are unloaded best cases.
+        horizon: simulated time at which the episode is truncated (``inf``: none).
+        failures: simulate device failures from the device types' MTBF/MTTR.
+    """
+
+    def __init__(self, cluster: Cluster, workload: Workload, *, visible_tasks: int = 8,
+                 queue_capacity: int = 1024, drop_expired: bool = False, noise_cv: float = 0.05,
+                 horizon: float = math.inf, failures: bool = True):
+        if visible_tasks < 1:
+            raise ValueError("visible_tasks must be >= 1")
+        if queue_capacity < 1:
+            raise ValueError("queue_capacity must be >= 1")
+        self.cluster = cluster
+        self.workload = workload
+        self.K = visible_tasks
+        self.queue_capacity = queue_capacity
+        self.drop_expired = drop_expired
+        self.noise_sigma = noise_cv / math.sqrt(1.0 - 2.0 / math.pi) if noise_cv > 0 else 0.0
+        self.horizon = horizon
+        self.failures_enabled = failures and any(math.isfinite(t.mtbf_s) for t in cluster.device_types)
+        self._has_gangs = False
+        self.now = 0.0
+
+    # ================================================================== episode
+    def reset(self, seed_seq: np.random.SeedSequence) -> None:
+        wl_ss, noise_ss, fail_ss = seed_seq.spawn(3)
+        self.rng_noise = np.random.default_rng(noise_ss)
+        self.rng_fail = np.random.default_rng(fail_ss)
+        generated = self.workload.generate(np.random.default_rng(wl_ss), self.cluster)
+        self.job_specs: list[JobSpec] = generated.jobs
+        cl = self.cluster
+        self.now = 0.0
+        self._events: list[tuple] = []
+        self._seq = 0
+        self.devices = [Device(i, cl.device_types[cl.dev_type[i]], int(cl.dev_type[i]), cl.nodes[i])
+                        for i in range(cl.num_devices)]
+        self.queue: list[Task] = []
+        self.tasks: list[Task] = []  # every task that has arrived (ready or dropped)
+        self.jobs: list[Job] = []
+        self.counters = Counters()
+        self.counters.extra.update(generated.counters)
+        self.stats = IntervalStats()
+        self._inv_ideal_sum = 0.0  # sum over tasks in system of priority / ideal
+        self._busy_devices = 0
+        self._up_devices = cl.num_devices
+        self._next_job = 0
+        self._task_ids = 0
+        self._gantt: list[tuple] = []  # (device, start, end, variant, cold, interrupted)
+        # Dense dynamic state mirrored in arrays for vectorised masks/estimates.
+        self.dev_up = np.ones(cl.num_devices, dtype=bool)
+        self.dev_idle = np.ones(cl.num_devices, dtype=bool)
+        self.dev_busy_until = np.zeros(cl.num_devices)
+        self.dev_memory_used = np.zeros(cl.num_devices)
+        self.resident = np.zeros((cl.num_variants, cl.num_devices), dtype=bool)
+        self._idle_by_type = cl.type_count.copy()
+        self._ideal_cache: dict[tuple, float] = {}
+        self._last_arrival = self.job_specs[-1].arrival if self.job_specs else 0.0
+        self._arrival_times: list[float] = []
+        if self.job_specs:
+            self._push(self.job_specs[0].arrival, ARRIVAL, 0)
+        if self.failures_enabled:
+            for dev in self.devices:
+                self._schedule_failure(dev)
+        self._window_dirty = True  # the first K queued tasks may have changed
+        self._dev_dirty = True  # device availability changed
+        self._idle_up = cl.num_devices  # devices idle and up
+
+    @property
+    def done(self) -> bool:
+        """All jobs have arrived and the system is empty."""
+        c = self.counters
+        return self._next_job >= len(self.job_specs) and c.queued == 0 and c.running == 0 \
+            and c.jobs_completed + c.jobs_dropped == len(self.job_specs)
+
+    @property
+    def truncated(self) -> bool:
+        return self.now >= self.horizon and not self.done
+
+    # ================================================================== events
+    def _push(self, time: float, kind: int, payload) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (time, self._seq, kind, payload))
+
+    def _schedule_failure(self, dev: Device) -> None:
+        mtbf = dev.type.mtbf_s
+        if math.isfinite(mtbf):
+            self._push(self.now + self.rng_fail.exponential(mtbf), FAIL, dev.index)
+
+    def next_event_time(self) -> float:
+        return self._events[0][0] if self._events else math.inf
+
+    def _advance_clock(self, t: float) -> None:
+        """Move time forward to ``t``, integrating the interval statistics."""
+        dt = t - self.now
+        if dt < 0:
+            raise RuntimeError(f"time would go back from {self.now} to {t}")
+        if dt > 0:
+            st = self.stats
+            st.dt += dt
+            st.slowdown_area += dt * self._inv_ideal_sum
+            if self._up_devices:
+                st.busy_area += dt * self._busy_devices / self._up_devices
+            self.now = t
+
+    def process_until(self, t: float) -> None:
+        """Process every event with time <= t, then set the clock to t."""
+        ev = self._events
+        while ev and ev[0][0] <= t:
+            time, _, kind, payload = heapq.heappop(ev)
+            self._advance_clock(time)
+            if kind == ARRIVAL:
+                self._on_arrival(payload)
+            elif kind == FINISH:
+                self._on_finish(*payload)
+            elif kind == EXPIRE:
+                self._on_expire(payload)
+            elif kind == FAIL:
+                self._on_fail(payload)
+            elif kind == RECOVER:
+                self._on_recover(payload)
+        if math.isfinite(t):
+            self._advance_clock(t)
+
+    def step_time(self) -> bool:
+        """Advance to the next event time (processing all events at that instant), or to the
+        horizon if sooner. Returns False if time cannot advance (nothing pending)."""
+        t = min(self.next_event_time(), self.horizon)
+        if not math.isfinite(t) or t <= self.now and t >= self.horizon:
+            return False
+        self.process_until(t)
+        return True
+
+    def advance_to_next_decision(self) -> None:
+        """Advance time until some assignment is possible, the episode ends, or the horizon."""
+        while not self.done and self.now < self.horizon:
+            if self.has_decision():
+                return
+            if not self.step_time():
+                # Nothing will ever happen again (tasks that can never start): stop at horizon.
+                if math.isfinite(self.horizon):
+                    self._advance_clock(self.horizon)
+                return
+
+    # ------------------------------------------------------------------ handlers
+    def _on_arrival(self, j: int) -> None:
+        spec = self.job_specs[j]
+        self._next_job = j + 1
+        if j + 1 < len(self.job_specs):
+            nxt = self.job_specs[j + 1]
+            if nxt.arrival < spec.arrival:
+                raise ValueError(f"workload jobs are not sorted by arrival (job {j + 1}: {nxt.source})")
+            self._push(nxt.arrival, ARRIVAL, j + 1)
+        cl = self.cluster
+        job = Job(len(self.jobs), spec)
+        self.jobs.append(job)
+        self.counters.jobs_arrived += 1
+        self._arrival_times.append(self.now)
+        deadline = spec.arrival + spec.slo
+        for s, st in enumerate(spec.stages):
+            cap = cl.cap_index.get(st.capability)
+            if cap is None:
+                raise ValueError(f"job from {spec.source or 'workload'} needs capability "
+                                 f"'{st.capability}' that no variant of the scenario provides")
+            key = (cap, st.size, st.size2, st.min_accuracy, st.devices_required)
+            ideal = self._ideal_cache.get(key)
+            if ideal is None:
+                ideal = self._ideal_cache[key] = cl.ideal_time(*key)
+            t = Task(self._task_ids, job, s, st.capability, cap, st.size, st.size2, st.devices_required,
+                     st.min_accuracy, spec.priority, math.nan, deadline, ideal)
+            self._task_ids += 1
+            t.pending_parents = len(st.parents)
+            job.tasks.append(t)
+        for s, st in enumerate(spec.stages):
+            for p in st.parents:
+                job.tasks[p].children.append(job.tasks[s])
+        job.remaining = len(job.tasks)
+        if any(not math.isfinite(t.ideal) for t in job.tasks):
+            self._drop_job(job, "infeasible")
+            return
+        for t in job.tasks:
+            if t.pending_parents == 0:
+                self._make_ready(t)
+                if job.dropped:
+                    return
+
+    def _make_ready(self, t: Task) -> None:
+        t.arrival = t.ready_time = self.now
+        if self.counters.queued >= self.queue_capacity:
+            self._drop_job(t.job, "queue_full", first=t)
+            return
+        t.state = QUEUED
+        self.tasks.append(t)
+        self.counters.arrived += 1
+        self.counters.queued += 1
+        self.queue.append(t)
+        self._inv_ideal_sum += t.priority / t.ideal
+        if len(self.queue) <= self.K:
+            self._window_dirty = True
+        if t.devices_required > 1:
+            self._has_gangs = True
+        if self.drop_expired:
+            self._push(t.deadline, EXPIRE, t)
+
+    def _drop_job(self, job: Job, reason: str, first: Task | None = None) -> None:
+        """Drop every unfinished task of ``job``; ``first`` is the task that caused it."""
+        if job.dropped:
+            return
+        job.dropped = True
+        c = self.counters
+        c.jobs_dropped += 1
+        for t in job.tasks:
+            if t.state in (DONE, DROPPED):
+                continue
+            if t.state == RUNNING:
+                continue  # finishes, but the job already failed; counted when it finishes
+            if t.state == QUEUED:
+                self._remove_queued(t)
+                c.queued -= 1
+                self._inv_ideal_sum -= t.priority / t.ideal
+            else:  # PENDING or the task being made ready: it arrives as dropped
+                c.arrived += 1
+                self.tasks.append(t)
+                if math.isnan(t.arrival):
+                    t.arrival = self.now
+            t.state = DROPPED
+            t.finish = self.now
+            c.dropped += 1
+            self.stats.drops += 1
+            key = reason if (t is first or reason == "infeasible" or first is None) else "with_job"
+            setattr(c, f"dropped_{key}", getattr(c, f"dropped_{key}") + 1)
+
+    def _on_expire(self, t: Task) -> None:
+        if t.state == QUEUED:
+            self._drop_job(t.job, "expired", first=t)
+
+    def _on_finish(self, t: Task, attempt: int) -> None:
+        if t.state != RUNNING or t.requeues != attempt:
+            return  # stale: the task was requeued after a failure
+        cl = self.cluster
+        c = self.counters
+        t.state = DONE
+        t.finish = self.now
+        c.running -= 1
+        c.completed += 1
+        self._inv_ideal_sum -= t.priority / t.ideal
+        for d in t.devices:
+            self._release_device(d)
+        st = self.stats
+        st.completions += 1
+        if self.now > t.deadline + 1e-12:
+            st.slo_misses += 1
+        st.accuracy_gain += t.accuracy - cl.best_accuracy[t.cap_index]
+        job = t.job
+        job.remaining -= 1
+        if job.dropped:
+            return
+        for child in t.children:
+            child.pending_parents -= 1
+            if child.pending_parents == 0:
+                self._make_ready(child)
+                if job.dropped:
+                    return
+        if job.remaining == 0:
+            job.finish = self.now
+            c.jobs_completed += 1
+
+    def _remove_queued(self, t: Task) -> None:
+        i = self.queue.index(t)
+        del self.queue[i]
+        if i < self.K:
+            self._window_dirty = True
+
+    def _release_device(self, d: int) -> None:
+        """Device d (up) finished or gave up its task and is idle now."""
+        dev = self.devices[d]
+        dev.task = None
+        dev.busy_until = self.now
+        self.dev_idle[d] = True
+        self.dev_busy_until[d] = self.now
+        self._busy_devices -= 1
+        self._idle_by_type[dev.type_index] += 1
+        self._idle_up += 1
+        self._dev_dirty = True
+
+    def _on_fail(self, d: int) -> None:
+        dev = self.devices[d]
+        if not dev.up:
+            return
+        c = self.counters
+        c.failures += 1
+        t = dev.task
+        if t is not None:  # requeue the task; free its other devices
+            for e in t.devices:  # the time it would still have run was never busy
+                other = self.devices[e]
+                other.busy_time -= max(0.0, other.busy_until - self.now)
+                self._gantt_cut(e, t)
+            for e in t.devices:
+                self._release_device(e)
+            t.requeues += 1
+            c.requeues += 1
+            c.running -= 1
+            c.queued += 1
+            t.state = QUEUED
+            t.devices = ()
+            t.variant = -1
+            # Back in front of the queue, in ready-time order.
+            i = 0
+            while i < len(self.queue) and (self.queue[i].ready_time, self.queue[i].id) < (t.ready_time, t.id):
+                i += 1
+            self.queue.insert(i, t)
+            if i < self.K:
+                self._window_dirty = True
+        dev.up = False
+        dev.resident.clear()
+        dev.memory_used = 0.0
+        self.resident[:, d] = False
+        self.dev_memory_used[d] = 0.0
+        self.dev_up[d] = False
+        self.dev_idle[d] = True
+        self.dev_busy_until[d] = self.now
+        self._up_devices -= 1
+        self._idle_by_type[dev.type_index] -= 1
+        self._idle_up -= 1
+        self._dev_dirty = True
+        self._push(self.now + self.rng_fail.exponential(dev.type.mttr_s) if dev.type.mttr_s > 0 else self.now,
+                   RECOVER, d)
+
+    def _gantt_cut(self, d: int, t: Task) -> None:
+        for i in range(len(self._gantt) - 1, -1, -1):
+            g = self._gantt[i]
+            if g[0] == d:
+                self._gantt[i] = (d, g[1], self.now, g[3], g[4], True)
+                return
+
+    def _on_recover(self, d: int) -> None:
+        dev = self.devices[d]
+        dev.up = True
+        self.dev_up[d] = True
+        self._up_devices += 1
+        self._idle_by_type[dev.type_index] += 1
+        self._idle_up += 1
+        self._dev_dirty = True
+        self._schedule_failure(dev)
+
+    # ================================================================== decisions
+    def _refresh_window(self) -> None:
+        """Recompute the visible window's arrays and static mask (if the window changed) and the
+        joint mask (K, V, D) (if the window or the devices changed)."""
+        if self._window_dirty:
+            self._window_dirty = False
+            self._dev_dirty = True
+            self._build_window()
+        if self._dev_dirty:
+            self._dev_dirty = False
+            cl = self.cluster
+            mask = self.static_mask & (self.dev_idle & self.dev_up)[None, None, :]
+            nreq = self.w_nreq
+            if self._has_gangs and (nreq > 1).any():
+                idle_of_dev_type = self._idle_by_type[cl.dev_type]  # (D,)
+                mask &= (idle_of_dev_type[None, :] >= nreq[:, None])[:, None, :]
+            self.mask = mask
+            self._any_valid = bool(mask.any())
+
+    def _build_window(self) -> None:
+        cl = self.cluster
+        K = self.K
+        win = self.queue[:K]
+        n = len(win)
+        self.window = win
+        caps = np.zeros(K, dtype=np.int64)
+        size = np.zeros(K)
+        size2 = np.zeros(K)
+        min_acc = np.zeros(K)
+        nreq = np.ones(K, dtype=np.int64)
+        for i, t in enumerate(win):
+            caps[i] = t.cap_index
+            size[i] = t.size
+            size2[i] = t.size2
+            min_acc[i] = t.min_accuracy
+            nreq[i] = t.devices_required
+        present = np.zeros(K, dtype=bool)
+        present[:n] = True
+        self.w_caps, self.w_size, self.w_size2, self.w_min_acc, self.w_nreq, self.w_present = \
+            caps, size, size2, min_acc, nreq, present
+        # Static part: the variant slot exists, has a profile that fits the device type, meets
+        # the accuracy floor and accepts the size.
+        static = cl.slot_runs[caps] \
+            & (cl.slot_accuracy[caps] >= min_acc[:, None])[:, :, None] \
+            & (cl.slot_max_size[caps] >= (size + size2)[:, None])[:, :, None] \
+            & present[:, None, None]
+        self.static_mask = static
+
+    def has_decision(self) -> bool:
+        if not self.queue or self._idle_up == 0:
+            return False
+        self._refresh_window()
+        return self._any_valid
+
+    def action_mask(self) -> np.ndarray:
+        """(K, V, D) boolean mask of valid assignments right now."""
+        self._refresh_window()
+        return self.mask
+
+    def estimates(self) -> np.ndarray:
+        """(K, V, D) estimated completion time from now of each candidate assignment: wait for
+        the device to be free, load the variant if not resident, execute (noise-free). ``inf``
+        where the assignment can never be made."""
+        self._refresh_window()
+        cl = self.cluster
+        caps = self.w_caps
+        n = self.w_nreq.astype(float)
+        exec_t = cl.slot_alpha[caps] + cl.slot_beta[caps] * self.w_size[:, None, None] \
+            + cl.slot_gamma[caps] * self.w_size2[:, None, None]
+        if self._has_gangs:
+            exec_t = exec_t / (1.0 + (n[:, None, None] - 1.0) * cl.slot_scaling[caps][:, :, None])
+        sv = cl.slot_variant[caps]  # (K, V)
+        cold = ~self.resident[np.maximum(sv, 0)]  # (K, V, D)
+        load = np.where(cold, cl.slot_load[caps], 0.0)
+        wait = np.maximum(self.dev_busy_until - self.now, 0.0)
+        est = wait[None, None, :] + load + exec_t
+        return np.where(self.static_mask, est, np.inf)
+
+    def check_assignment(self, k: int, v: int, d: int) -> str | None:
+        """None if (window slot k, variant slot v, device d) is valid now, else a reason key."""
+        self._refresh_window()
+        if not self.w_present[k]:
+            return "no_task"
+        cl = self.cluster
+        c = self.w_caps[k]
+        m = cl.slot_variant[c, v]
+        if m < 0:
+            return "no_variant"
+        if not cl.slot_runs[c, v, d]:
+            return "no_profile"
+        if cl.slot_accuracy[c, v] < self.w_min_acc[k]:
+            return "accuracy"
+        if cl.slot_max_size[c, v] < self.w_size[k] + self.w_size2[k]:
+            return "too_large"
+        if not self.dev_up[d]:
+            return "down"
+        if not self.dev_idle[d]:
+            return "busy"
+        if self.w_nreq[k] > 1 and self._idle_by_type[cl.dev_type[d]] < self.w_nreq[k]:
+            return "gang"
+        return None
+
+    def assign(self, k: int, v: int, d: int) -> Task:
+        """Start window task ``k`` with variant slot ``v`` on device ``d`` (plus, for an n-device
+        task, n-1 more idle devices of the same type, same node first). Raises ValueError with
+        the reason if the assignment is invalid."""
+        reason = self.check_assignment(k, v, d)
+        if reason is not None:
+            raise ValueError(f"invalid assignment (slot {k}, variant {v}, device {d}): {REASONS[reason]}")
+        cl = self.cluster
+        t = self.window[k]
+        m = int(cl.slot_variant[t.cap_index, v])
+        devs = [d]
+        if t.devices_required > 1:
+            tt = cl.dev_type[d]
+            node = cl.nodes[d]
+            others = [e for e in range(cl.num_devices)
+                      if e != d and cl.dev_type[e] == tt and self.dev_idle[e] and self.dev_up[e]]
+            others.sort(key=lambda e: (cl.nodes[e] != node, e))
+            devs += others[: t.devices_required - 1]
+        load = 0.0
+        for e in devs:
+            load = max(load, self._make_resident(m, e))
+        exec_t = cl.exec_time(m, int(cl.dev_type[d]), t.size, t.size2, t.devices_required)
+        if self.noise_sigma > 0:
+            exec_t *= math.exp(self.noise_sigma * abs(self.rng_noise.standard_normal()))
+        start = self.now
+        end = start + load + exec_t
+        t.state = RUNNING
+        t.start = start
+        t.variant = m
+        t.devices = tuple(devs)
+        t.accuracy = float(cl.var_accuracy[m])
+        t.cold_start = load > 0
+        c = self.counters
+        c.queued -= 1
+        c.running += 1
+        del self.queue[k]
+        self._window_dirty = True
+        for e in devs:
+            dev = self.devices[e]
+            dev.task = t
+            dev.busy_until = end
+            dev.loading_until = start + load
+            dev.busy_time += end - start
+            self.dev_idle[e] = False
+            self.dev_busy_until[e] = end
+            self._gantt.append((e, start, end, m, load > 0, False))
+        self._busy_devices += len(devs)
+        self._idle_by_type[cl.dev_type[d]] -= len(devs)
+        self._idle_up -= len(devs)
+        self._dev_dirty = True
+        self._push(end, FINISH, (t, t.requeues))
+        return t
+
+    def _make_resident(self, m: int, d: int) -> float:
+        """Ensure variant m is resident on idle device d (evicting LRU variants); return the load
+        time (0 if already resident)."""
+        dev = self.devices[d]
+        if m in dev.resident:
+            dev.resident[m] = self.now
+            return 0.0
+        cl = self.cluster
+        need = cl.var_memory[m]
+        cap = cl.dev_memory[d]
+        while dev.memory_used + need > cap + 1e-9:
+            victim = min(dev.resident, key=lambda x: (dev.resident[x], x))
+            del dev.resident[victim]
+            dev.memory_used -= cl.var_memory[victim]
+            self.resident[victim, d] = False
+            self.counters.evictions += 1
+        dev.resident[m] = self.now
+        dev.memory_used += need
+        self.resident[m, d] = True
+        self.dev_memory_used[d] = dev.memory_used
+        self.counters.cold_starts += 1
+        return float(cl.load_time[m, d])
+
+    # ================================================================== views
+    def accounting(self) -> dict[str, int]:
+        c = self.counters
+        return {"arrived": c.arrived, "completed": c.completed, "dropped": c.dropped,
+                "queued": c.queued, "running": c.running}
+
+    def job_accounting(self) -> dict[str, int]:
+        c = self.counters
+        in_progress = c.jobs_arrived - c.jobs_completed - c.jobs_dropped
+        return {"jobs_arrived": c.jobs_arrived, "jobs_completed": c.jobs_completed,
+                "jobs_dropped": c.jobs_dropped, "jobs_in_progress": in_progress}
+
+    def utilization_now(self) -> float:
+        return self._busy_devices / self._up_devices if self._up_devices else 0.0
+
+    def recent_arrival_rate(self, window: float) -> float:
+        """Job arrivals per second over the last ``window`` seconds."""
+        times = self._arrival_times
+        lo = self.now - window
+        n = 0
+        for x in reversed(times):
+            if x < lo:
+                break
+            n += 1
+        return n / window if window > 0 else 0.0

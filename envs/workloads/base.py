@@ -1,0 +1,70 @@
+"""The workload interface: every generator and trace replayer produces a list of jobs.
+
+A workload is an object passed into the simulator. At each reset the simulator calls
+``generate(rng, ctx)`` with its own workload RNG stream, so the same seed gives the same jobs
+for every policy (common random numbers).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from envs.sim.model import JobSpec
+
+
+class WorkloadContext(Protocol):
+    """What a workload may ask of the scenario it runs in (implemented by the simulator)."""
+
+    capabilities: tuple[str, ...]
+
+    def reference_time(self, capability: str, size: float = 1.0, size2: float = 0.0) -> float:
+        """Batch-1-style reference latency: the most accurate variant of ``capability`` on the
+        device type where it runs fastest, resident, with no queueing. SLOs are multiples of it."""
+        ...
+
+    def cluster_rate(self, capability: str, size: float, size2: float = 0.0, devices_required: int = 1) -> float:
+        """Tasks per second the whole cluster completes if it serves only ``capability`` tasks of
+        this size with the median-accuracy variant. Used to turn a target load into a rate."""
+        ...
+
+
+@dataclass
+class GeneratedWorkload:
+    jobs: list[JobSpec]
+    """Sorted by arrival time."""
+    counters: dict[str, int] = field(default_factory=dict)
+    """Counts reported in ``info`` (e.g. ``bad_rows_skipped``)."""
+
+
+class Workload(ABC):
+    """Base class of workloads. Subclasses hold configuration only; all randomness comes from
+    the ``rng`` passed to :meth:`generate`."""
+
+    @abstractmethod
+    def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload: ...
+
+    @property
+    def horizon_hint(self) -> float | None:
+        """Time span of the workload, if known in advance (used for the time-fraction feature)."""
+        return None
+
+
+def arrival_rate_for_load(
+    load: float, mix: dict[str, float], ctx: WorkloadContext, mean_size: dict[str, float],
+    mean_size2: dict[str, float] | None = None,
+) -> float:
+    """Poisson rate (requests/s) giving an average offered ``load`` (fraction of cluster capacity).
+
+    Each capability c is served at ``ctx.cluster_rate(c, mean size)``; a mix needs
+    ``sum_c p_c / rate_c`` cluster-seconds per request on average.
+    """
+    mean_size2 = mean_size2 or {}
+    total = sum(mix.values())
+    seconds_per_request = sum(
+        (p / total) / ctx.cluster_rate(c, mean_size[c], mean_size2.get(c, 0.0)) for c, p in mix.items()
+    )
+    return load / seconds_per_request
