@@ -18,6 +18,27 @@ from envs.sim.simulator import REASONS, Simulator
 _LOG_SIZE = math.log1p(1e5)  # sizes up to ~100k items/tokens/iterations map into [0, 1]
 
 
+class MaskedDiscrete(spaces.Discrete):
+    """``Discrete`` whose ``sample()`` without an explicit mask draws among the actions valid in
+    the bound environment's current state, so generic tools (Gymnasium's and SB3's env checkers,
+    random-agent loops) that call ``action_space.sample()`` take valid actions. The space itself
+    is a plain ``Discrete(n)``: ``contains`` and equality are unchanged."""
+
+    def __init__(self, n: int, mask_fn=None, seed=None):
+        super().__init__(n, seed=seed)
+        self._mask_fn = mask_fn
+
+    def sample(self, mask=None, probability=None):
+        if mask is None and probability is None and self._mask_fn is not None:
+            mask = self._mask_fn().astype(np.int8)
+        return super().sample(mask=mask, probability=probability)
+
+    def __getstate__(self):  # the bound env does not travel with a copied space
+        state = dict(self.__dict__)
+        state["_mask_fn"] = None
+        return state
+
+
 class SchedulingEnv(gym.Env):
     """Assign queued AI tasks to model variants and heterogeneous devices.
 
@@ -104,7 +125,7 @@ class SchedulingEnv(gym.Env):
         C, T, M = cl.num_caps, cl.num_types, cl.num_variants
         self.n_actions = self.K * self.V * self.D + 1
         self.wait_action = self.n_actions - 1
-        self.action_space = spaces.Discrete(self.n_actions)
+        self.action_space = MaskedDiscrete(self.n_actions, self.action_masks)
         self.task_features = 1 + C + 7
         self.device_features = T + 4 + M
         box = lambda *shape: spaces.Box(-1.0, 1.0, shape=shape, dtype=np.float32)  # noqa: E731
@@ -121,6 +142,8 @@ class SchedulingEnv(gym.Env):
         self._cap_eye = np.eye(C, dtype=np.float32)
         self._devices_obs = np.zeros((self.D, self.device_features), dtype=np.float32)
         self._devices_obs[:, :T] = self._type_onehot
+        self._rate_window = 10.0 * self._tau
+        self._obs_window_key = None
         self._root_seed: np.random.SeedSequence | None = None
         self._episode_done = True
 
@@ -197,7 +220,7 @@ class SchedulingEnv(gym.Env):
             "latency": -w.latency * st.slowdown_area,
             "slo": -w.slo * st.slo_misses,
             "drop": -w.drop * st.drops,
-            "accuracy": w.accuracy * st.accuracy_gain,
+            "accuracy": w.accuracy * float(st.accuracy_gain),
             "utilization": w.utilization * st.busy_area,
             "invalid": -penalty,
         }
@@ -207,31 +230,17 @@ class SchedulingEnv(gym.Env):
         cl = sim.cluster
         K = self.K
         sim._refresh_window()
-        present = sim.w_present
-        n = int(present.sum())
         now = sim.now
-        arrival = np.zeros(K)
-        deadline = np.ones(K)
-        prio = np.zeros(K)
-        for i, t in enumerate(sim.window):
-            arrival[i] = t.arrival
-            deadline[i] = t.deadline
-            prio[i] = t.priority
-        slo = np.maximum(deadline - arrival, 1e-9)
-        waited = now - arrival
-        tasks = np.zeros((K, self.task_features), dtype=np.float32)
+        if sim.w_caps is not self._obs_window_key:
+            self._encode_window()
+        tasks = self._tasks_obs.copy()
+        slo = self._w_slo
+        waited = now - sim.w_arrival
+        n = sim.w_count
         if n:
-            C = cl.num_caps
-            tasks[:n, 0] = 1.0
-            tasks[:n, 1:1 + C] = self._cap_eye[sim.w_caps[:n]]
-            f = tasks[:n, 1 + C:]
-            f[:, 0] = np.minimum(np.log1p(sim.w_size[:n]) / _LOG_SIZE, 1.0)
-            f[:, 1] = np.minimum(np.log1p(sim.w_size2[:n]) / _LOG_SIZE, 1.0)
-            f[:, 2] = prio[:n] / (1.0 + prio[:n])
-            f[:, 3] = np.clip(waited[:n] / slo[:n], 0.0, 4.0) / 4.0
-            f[:, 4] = np.clip((deadline[:n] - now) / slo[:n], -1.0, 1.0)
-            f[:, 5] = sim.w_min_acc[:n]
-            f[:, 6] = np.minimum(sim.w_nreq[:n] / self._max_pool, 1.0)
+            f = tasks[:n, 1 + cl.num_caps:]
+            f[:, 3] = np.minimum(waited[:n] / slo[:n], 4.0) * 0.25
+            f[:, 4] = np.maximum((sim.w_deadline[:n] - now) / slo[:n], -1.0)
         dev = self._devices_obs
         T = cl.num_types
         remaining = np.maximum(sim.dev_busy_until - now, 0.0)
@@ -240,19 +249,40 @@ class SchedulingEnv(gym.Env):
         dev[:, T + 2] = remaining / (remaining + self._tau)
         dev[:, T + 3] = 1.0 - sim.dev_memory_used / cl.dev_memory
         dev[:, T + 4:] = sim.resident.T
-        est = sim.estimates()
-        x = (waited[:, None, None] + est) / slo[:, None, None]
-        est_obs = np.where(np.isfinite(x), np.clip(x, 0.0, 4.0) * 0.5 - 1.0, 1.0).astype(np.float32)
+        x = sim.estimates()
+        x += waited[:, None, None]
+        x /= slo[:, None, None]
+        np.minimum(x, 4.0, out=x)  # inf (never runs) -> 4 -> 1.0 below
+        est_obs = (x * 0.5 - 1.0).astype(np.float32)
         backlog = max(len(sim.queue) - K, 0)
-        rate = sim.recent_arrival_rate(10.0 * self._tau) / self._mean_rate
+        rate = sim.recent_arrival_rate(self._rate_window) / self._mean_rate
         glob = np.array([
             backlog / (backlog + K),
             min(now / self._span, 1.0),
             rate / (rate + 1.0),
             sim.utilization_now(),
-            len(sim.queue) / sim.queue_capacity,
+            min(len(sim.queue) / sim.queue_capacity, 1.0),  # requeues may overfill it
         ], dtype=np.float32)
         return {"tasks": tasks, "devices": dev.copy(), "estimates": est_obs, "global": glob}
+
+    def _encode_window(self) -> None:
+        """Time-independent task features of the current window (recomputed when it changes)."""
+        sim = self.sim
+        C = sim.cluster.num_caps
+        n = sim.w_count
+        self._obs_window_key = sim.w_caps
+        self._w_slo = np.maximum(sim.w_deadline - sim.w_arrival, 1e-9)
+        tasks = np.zeros((self.K, self.task_features), dtype=np.float32)
+        if n:
+            tasks[:n, 0] = 1.0
+            tasks[:n, 1:1 + C] = self._cap_eye[sim.w_caps[:n]]
+            f = tasks[:n, 1 + C:]
+            f[:, 0] = np.minimum(np.log1p(sim.w_size[:n]) / _LOG_SIZE, 1.0)
+            f[:, 1] = np.minimum(np.log1p(sim.w_size2[:n]) / _LOG_SIZE, 1.0)
+            f[:, 2] = sim.w_priority[:n] / (1.0 + sim.w_priority[:n])
+            f[:, 5] = sim.w_min_acc[:n]
+            f[:, 6] = np.minimum(sim.w_nreq[:n] / self._max_pool, 1.0)
+        self._tasks_obs = tasks
 
     def _info(self, final: bool) -> dict[str, Any]:
         sim = self.sim

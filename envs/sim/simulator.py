@@ -339,7 +339,7 @@ class Simulator:
         st.completions += 1
         if self.now > t.deadline + 1e-12:
             st.slo_misses += 1
-        st.accuracy_gain += t.accuracy - cl.best_accuracy[t.cap_index]
+        st.accuracy_gain += t.accuracy - float(cl.best_accuracy[t.cap_index])
         job = t.job
         job.remaining -= 1
         if job.dropped:
@@ -462,23 +462,42 @@ class Simulator:
         size2 = np.zeros(K)
         min_acc = np.zeros(K)
         nreq = np.ones(K, dtype=np.int64)
+        arrival = np.zeros(K)
+        deadline = np.ones(K)
+        prio = np.zeros(K)
         for i, t in enumerate(win):
             caps[i] = t.cap_index
             size[i] = t.size
             size2[i] = t.size2
             min_acc[i] = t.min_accuracy
             nreq[i] = t.devices_required
+            arrival[i] = t.arrival
+            deadline[i] = t.deadline
+            prio[i] = t.priority
         present = np.zeros(K, dtype=bool)
         present[:n] = True
+        #: (K,) attributes of the window's tasks (padding rows: zeros, not present).
         self.w_caps, self.w_size, self.w_size2, self.w_min_acc, self.w_nreq, self.w_present = \
             caps, size, size2, min_acc, nreq, present
+        self.w_arrival, self.w_deadline, self.w_priority = arrival, deadline, prio
+        self.w_count = n
         # Static part: the variant slot exists, has a profile that fits the device type, meets
         # the accuracy floor and accepts the size.
         static = cl.slot_runs[caps] \
             & (cl.slot_accuracy[caps] >= min_acc[:, None])[:, :, None] \
             & (cl.slot_max_size[caps] >= (size + size2)[:, None])[:, :, None] \
             & present[:, None, None]
+        #: (K, V, D) assignments valid whenever the device is idle and up.
         self.static_mask = static
+        # Parts of the estimates that depend on the window only: execution time (inf where the
+        # pair can never run) and load time.
+        exec_t = cl.slot_alpha[caps] + cl.slot_beta[caps] * size[:, None, None] \
+            + cl.slot_gamma[caps] * size2[:, None, None]
+        if self._has_gangs:
+            exec_t = exec_t / (1.0 + (nreq[:, None, None] - 1.0) * cl.slot_scaling[caps][:, :, None])
+        self.w_exec = np.where(static, exec_t, np.inf)
+        self.w_load = cl.slot_load[caps]
+        self.w_slot_variant = np.maximum(cl.slot_variant[caps], 0)  # (K, V)
 
     def has_decision(self) -> bool:
         if not self.queue or self._idle_up == 0:
@@ -496,19 +515,9 @@ class Simulator:
         the device to be free, load the variant if not resident, execute (noise-free). ``inf``
         where the assignment can never be made."""
         self._refresh_window()
-        cl = self.cluster
-        caps = self.w_caps
-        n = self.w_nreq.astype(float)
-        exec_t = cl.slot_alpha[caps] + cl.slot_beta[caps] * self.w_size[:, None, None] \
-            + cl.slot_gamma[caps] * self.w_size2[:, None, None]
-        if self._has_gangs:
-            exec_t = exec_t / (1.0 + (n[:, None, None] - 1.0) * cl.slot_scaling[caps][:, :, None])
-        sv = cl.slot_variant[caps]  # (K, V)
-        cold = ~self.resident[np.maximum(sv, 0)]  # (K, V, D)
-        load = np.where(cold, cl.slot_load[caps], 0.0)
+        cold = ~self.resident[self.w_slot_variant]  # (K, V, D)
         wait = np.maximum(self.dev_busy_until - self.now, 0.0)
-        est = wait[None, None, :] + load + exec_t
-        return np.where(self.static_mask, est, np.inf)
+        return self.w_exec + wait + cold * self.w_load
 
     def check_assignment(self, k: int, v: int, d: int) -> str | None:
         """None if (window slot k, variant slot v, device d) is valid now, else a reason key."""

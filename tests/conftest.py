@@ -1,0 +1,52 @@
+"""Shared test helpers: tiny hand-built scenarios and a fixed-list workload."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from envs.scenarios.loader import RewardWeights, Scenario
+from envs.sim.cluster import Cluster, DeviceSpec
+from envs.sim.model import DeviceType, JobSpec, LatencyProfile, ModelVariant, StageSpec
+from envs.workloads.base import GeneratedWorkload, Workload
+
+TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+
+
+class ListWorkload(Workload):
+    """Replays a fixed list of jobs (ignores the RNG)."""
+
+    def __init__(self, jobs):
+        self.jobs = sorted(jobs, key=lambda j: j.arrival)
+
+    def generate(self, rng, ctx):
+        return GeneratedWorkload(list(self.jobs))
+
+
+def request(arrival, capability="cls", size=1.0, slo=1.0, min_accuracy=0.0, priority=1.0, devices=1):
+    return JobSpec(arrival, (StageSpec(capability, size, devices_required=devices, min_accuracy=min_accuracy),),
+                   slo, priority)
+
+
+def make_scenario(cluster: Cluster, jobs, *, K=4, reward=None, horizon=math.inf, noise_cv=0.0,
+                  drop_expired=False, queue_capacity=1024, primary_metric="effective_accuracy") -> Scenario:
+    return Scenario(name="test", cluster=cluster, workload=ListWorkload(jobs), primary_metric=primary_metric,
+                    reward=reward or RewardWeights(latency=1.0, slo=1.0, drop=1.0, accuracy=1.0, utilization=0.0),
+                    visible_tasks=K, queue_capacity=queue_capacity, drop_expired=drop_expired,
+                    noise_cv=noise_cv, horizon=horizon)
+
+
+def golden_cluster(n_gpus=1, mtbf=math.inf, mttr=0.0) -> Cluster:
+    """One GPU type (1 GB, 2 GB/s, 0.1 s load overhead) and two variants of one capability."""
+    gpu = DeviceType("GPU", memory_gb=1.0, load_bandwidth_gbps=2.0, load_overhead_s=0.1, mtbf_s=mtbf, mttr_s=mttr)
+    small = ModelVariant("small", "cls", 0.7, 0.4, {"GPU": LatencyProfile(0.1, 0.05)})
+    big = ModelVariant("big", "cls", 0.9, 0.8, {"GPU": LatencyProfile(0.2, 0.1)}, scaling_efficiency=0.5)
+    return Cluster([gpu], [DeviceSpec("GPU", "n0") for _ in range(n_gpus)], [small, big])
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
