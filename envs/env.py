@@ -144,6 +144,10 @@ class SchedulingEnv(gym.Env):
         self._devices_obs[:, :T] = self._type_onehot
         self._rate_window = 10.0 * self._tau
         self._obs_window_key = None
+        self._kind_rows: dict[tuple, np.ndarray] = {}
+        self._T = T
+        self._inv_dev_memory = 1.0 / cl.dev_memory
+        self._col_prio, self._col_waited, self._col_slack = 3 + C, 4 + C, 5 + C
         self._root_seed: np.random.SeedSequence | None = None
         self._episode_done = True
 
@@ -227,33 +231,32 @@ class SchedulingEnv(gym.Env):
 
     def _observation(self) -> dict[str, np.ndarray]:
         sim = self.sim
-        cl = sim.cluster
-        K = self.K
         sim._refresh_window()
         now = sim.now
-        if sim.w_caps is not self._obs_window_key:
+        if sim.window_version != self._obs_window_key:
             self._encode_window()
+        # Time-dependent task features, computed for all K rows and zeroed on padding rows.
         tasks = self._tasks_obs.copy()
-        slo = self._w_slo
         waited = now - sim.w_arrival
-        n = sim.w_count
-        if n:
-            f = tasks[:n, 1 + cl.num_caps:]
-            f[:, 3] = np.minimum(waited[:n] / slo[:n], 4.0) * 0.25
-            f[:, 4] = np.maximum((sim.w_deadline[:n] - now) / slo[:n], -1.0)
+        inv_slo = self._w_inv_slo
+        tasks[:, self._col_waited] = np.minimum(waited * inv_slo, 4.0) * (0.25 * sim.w_present)
+        tasks[:, self._col_slack] = np.maximum((sim.w_deadline - now) * inv_slo, -1.0) * sim.w_present
         dev = self._devices_obs
-        T = cl.num_types
+        T = self._T
         remaining = np.maximum(sim.dev_busy_until - now, 0.0)
         dev[:, T] = sim.dev_up
         dev[:, T + 1] = ~sim.dev_idle
         dev[:, T + 2] = remaining / (remaining + self._tau)
-        dev[:, T + 3] = 1.0 - sim.dev_memory_used / cl.dev_memory
+        dev[:, T + 3] = 1.0 - sim.dev_memory_used * self._inv_dev_memory
         dev[:, T + 4:] = sim.resident.T
+        # Latency at completion over SLO; inf (never runs) saturates at 4 -> 1.0.
         x = sim.estimates()
         x += waited[:, None, None]
-        x /= slo[:, None, None]
-        np.minimum(x, 4.0, out=x)  # inf (never runs) -> 4 -> 1.0 below
-        est_obs = (x * 0.5 - 1.0).astype(np.float32)
+        x *= inv_slo[:, None, None]
+        np.minimum(x, 4.0, out=x)
+        x *= 0.5
+        x -= 1.0
+        K = self.K
         backlog = max(len(sim.queue) - K, 0)
         rate = sim.recent_arrival_rate(self._rate_window) / self._mean_rate
         glob = np.array([
@@ -263,26 +266,34 @@ class SchedulingEnv(gym.Env):
             sim.utilization_now(),
             min(len(sim.queue) / sim.queue_capacity, 1.0),  # requeues may overfill it
         ], dtype=np.float32)
-        return {"tasks": tasks, "devices": dev.copy(), "estimates": est_obs, "global": glob}
+        return {"tasks": tasks, "devices": dev.copy(), "estimates": x.astype(np.float32), "global": glob}
+
+    def _kind_features(self, kind) -> np.ndarray:
+        """Time-independent features of a task kind (cached per kind)."""
+        row = self._kind_rows.get(kind.key)
+        if row is None:
+            C = self.sim.cluster.num_caps
+            row = np.zeros(self.task_features, dtype=np.float32)
+            if kind.key:  # padding kind has an empty key: all zeros
+                cap, size, size2, min_acc, n = kind.vec
+                row[0] = 1.0
+                row[1 + int(cap)] = 1.0
+                row[1 + C] = min(math.log1p(size) / _LOG_SIZE, 1.0)
+                row[2 + C] = min(math.log1p(size2) / _LOG_SIZE, 1.0)
+                row[6 + C] = min_acc
+                row[7 + C] = min(n / self._max_pool, 1.0)
+            self._kind_rows[kind.key] = row
+        return row
 
     def _encode_window(self) -> None:
-        """Time-independent task features of the current window (recomputed when it changes)."""
+        """Features of the current window that do not change with time (once per window)."""
         sim = self.sim
-        C = sim.cluster.num_caps
-        n = sim.w_count
-        self._obs_window_key = sim.w_caps
-        self._w_slo = np.maximum(sim.w_deadline - sim.w_arrival, 1e-9)
-        tasks = np.zeros((self.K, self.task_features), dtype=np.float32)
-        if n:
-            tasks[:n, 0] = 1.0
-            tasks[:n, 1:1 + C] = self._cap_eye[sim.w_caps[:n]]
-            f = tasks[:n, 1 + C:]
-            f[:, 0] = np.minimum(np.log1p(sim.w_size[:n]) / _LOG_SIZE, 1.0)
-            f[:, 1] = np.minimum(np.log1p(sim.w_size2[:n]) / _LOG_SIZE, 1.0)
-            f[:, 2] = sim.w_priority[:n] / (1.0 + sim.w_priority[:n])
-            f[:, 5] = sim.w_min_acc[:n]
-            f[:, 6] = np.minimum(sim.w_nreq[:n] / self._max_pool, 1.0)
+        self._obs_window_key = sim.window_version
+        tasks = np.array([self._kind_features(k) for k in sim.w_kinds])
+        prio = sim.w_priority
+        tasks[:, self._col_prio] = prio / (1.0 + prio)
         self._tasks_obs = tasks
+        self._w_inv_slo = 1.0 / np.maximum(sim.w_deadline - sim.w_arrival, 1e-9)
 
     def _info(self, final: bool) -> dict[str, Any]:
         sim = self.sim

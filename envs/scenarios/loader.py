@@ -73,10 +73,11 @@ def _library() -> dict:
     return {"device_types": lib.get("device_types") or {}, "variants": lib.get("variants") or {}}
 
 
-def read_scenario_dict(spec: str | Path | dict) -> tuple[dict, str]:
-    """Return (raw dict, source name) for a built-in name, a YAML path or a dict."""
+def read_scenario_dict(spec: str | Path | dict) -> tuple[dict, str, Path | None]:
+    """Return (raw dict, source name, folder of the file or None) for a built-in name, a YAML
+    path or a dict."""
     if isinstance(spec, dict):
-        return copy.deepcopy(spec), "<dict>"
+        return copy.deepcopy(spec), "<dict>", None
     path = Path(spec)
     if not path.suffix and (SCENARIO_DIR / f"{spec}.yaml").exists() and str(spec) != "library":
         path = SCENARIO_DIR / f"{spec}.yaml"
@@ -90,7 +91,7 @@ def read_scenario_dict(spec: str | Path | dict) -> tuple[dict, str]:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a scenario file must be a mapping at the top level")
-    return data, path.name
+    return data, path.name, path.resolve().parent
 
 
 def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
@@ -98,7 +99,7 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
 
     ``workload_overrides`` (a dict) is merged into the ``workload`` section.
     """
-    raw, source = read_scenario_dict(spec)
+    raw, source, base_dir = read_scenario_dict(spec)
     wl_over = overrides.pop("workload_overrides", None)
     for key, value in overrides.items():
         raw[key] = value
@@ -181,7 +182,7 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
         except ValueError as e:
             raise ConfigError(f"{source}: {e}") from None
 
-    workload = build_workload(top.section("workload"), cluster.capabilities)
+    workload = build_workload(top.section("workload"), cluster.capabilities, base_dir=base_dir)
     rw = top.section("reward", {})
     reward = RewardWeights(**{k: rw.get(k, float, getattr(RewardWeights, k)) for k in
                               ("latency", "slo", "drop", "accuracy", "utilization")})

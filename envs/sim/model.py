@@ -98,7 +98,7 @@ class JobSpec:
     """Where the job came from (e.g. ``trace.csv:42``), for error messages."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job:
     id: int
     spec: JobSpec
@@ -124,7 +124,25 @@ DONE = 3
 DROPPED = 4
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
+class TaskKind:
+    """What the simulator precomputes once for every task of the same (capability, size, size2,
+    accuracy floor, devices required): the window rows of masks and execution-time estimates."""
+
+    key: tuple
+    cap_index: int
+    ideal: float
+    static: object
+    """(V, D) bool: the variant slot can ever serve this kind on the device."""
+    exec: object
+    """(V, D) float: noise-free execution time, inf where ``static`` is False."""
+    slot_variant: object
+    """(V,) global variant index of each slot (0 for padding slots)."""
+    vec: object
+    """(5,) float: cap index, size, size2, min accuracy, devices required."""
+
+
+@dataclass(eq=False, slots=True)
 class Task:
     """A stage instance inside the simulator."""
 
@@ -139,10 +157,12 @@ class Task:
     min_accuracy: float
     priority: float
     arrival: float
-    """Time the task entered the system (its job's arrival)."""
+    """Time the task entered the queue (ready); task latency is measured from here. For a
+    single-stage job it is the job's arrival."""
     deadline: float
     ideal: float
     """Fastest possible execution (best feasible variant and device type, resident, no queue)."""
+    kind: TaskKind | None = None
     ready_time: float = math.nan
     """Time the task became ready (all parents done)."""
     state: int = PENDING

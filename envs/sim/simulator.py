@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.sim.cluster import Cluster
-from envs.sim.model import DONE, DROPPED, PENDING, QUEUED, RUNNING, Device, Job, JobSpec, Task
+from envs.sim.model import DONE, DROPPED, PENDING, QUEUED, RUNNING, Device, Job, JobSpec, Task, TaskKind
 from envs.workloads.base import Workload
 
 # Event kinds (ints: cheap to compare and to store in heap tuples).
@@ -134,6 +134,7 @@ class Simulator:
         self._busy_devices = 0
         self._up_devices = cl.num_devices
         self._next_job = 0
+        self._n_jobs = len(self.job_specs)
         self._task_ids = 0
         self._gantt: list[tuple] = []  # (device, start, end, variant, cold, interrupted)
         # Dense dynamic state mirrored in arrays for vectorised masks/estimates.
@@ -143,9 +144,15 @@ class Simulator:
         self.dev_memory_used = np.zeros(cl.num_devices)
         self.resident = np.zeros((cl.num_variants, cl.num_devices), dtype=bool)
         self._idle_by_type = cl.type_count.copy()
-        self._ideal_cache: dict[tuple, float] = {}
+        if not hasattr(self, "_kinds"):
+            self._kinds: dict[tuple, TaskKind] = {}  # kept across episodes: depends on the cluster only
+            V, D = cl.num_slots, cl.num_devices
+            self._empty_kind = TaskKind((), 0, math.inf, np.zeros((V, D), bool), np.full((V, D), np.inf),
+                                        np.zeros(V, np.int64), np.array([0, 0, 0, 0, 1], float))
+            self.window_version = 0  # bumped at every window rebuild, never reset (cache key)
         self._last_arrival = self.job_specs[-1].arrival if self.job_specs else 0.0
         self._arrival_times: list[float] = []
+        self._rate_ptr, self._rate_window = 0, -1.0
         if self.job_specs:
             self._push(self.job_specs[0].arrival, ARRIVAL, 0)
         if self.failures_enabled:
@@ -159,8 +166,7 @@ class Simulator:
     def done(self) -> bool:
         """All jobs have arrived and the system is empty."""
         c = self.counters
-        return self._next_job >= len(self.job_specs) and c.queued == 0 and c.running == 0 \
-            and c.jobs_completed + c.jobs_dropped == len(self.job_specs)
+        return c.jobs_completed + c.jobs_dropped == self._n_jobs and c.queued == 0 and c.running == 0
 
     @property
     def truncated(self) -> bool:
@@ -195,9 +201,11 @@ class Simulator:
     def process_until(self, t: float) -> None:
         """Process every event with time <= t, then set the clock to t."""
         ev = self._events
+        pop = heapq.heappop
         while ev and ev[0][0] <= t:
-            time, _, kind, payload = heapq.heappop(ev)
-            self._advance_clock(time)
+            time, _, kind, payload = pop(ev)
+            if time != self.now:
+                self._advance_clock(time)
             if kind == ARRIVAL:
                 self._on_arrival(payload)
             elif kind == FINISH:
@@ -240,31 +248,39 @@ class Simulator:
             if nxt.arrival < spec.arrival:
                 raise ValueError(f"workload jobs are not sorted by arrival (job {j + 1}: {nxt.source})")
             self._push(nxt.arrival, ARRIVAL, j + 1)
-        cl = self.cluster
         job = Job(len(self.jobs), spec)
         self.jobs.append(job)
         self.counters.jobs_arrived += 1
         self._arrival_times.append(self.now)
         deadline = spec.arrival + spec.slo
-        for s, st in enumerate(spec.stages):
-            cap = cl.cap_index.get(st.capability)
-            if cap is None:
-                raise ValueError(f"job from {spec.source or 'workload'} needs capability "
-                                 f"'{st.capability}' that no variant of the scenario provides")
-            key = (cap, st.size, st.size2, st.min_accuracy, st.devices_required)
-            ideal = self._ideal_cache.get(key)
-            if ideal is None:
-                ideal = self._ideal_cache[key] = cl.ideal_time(*key)
-            t = Task(self._task_ids, job, s, st.capability, cap, st.size, st.size2, st.devices_required,
-                     st.min_accuracy, spec.priority, math.nan, deadline, ideal)
+        if len(spec.stages) == 1:  # fast path: a single request
+            st = spec.stages[0]
+            kind = self._kinds.get((st.capability, st.size, st.size2, st.min_accuracy, st.devices_required)) \
+                or self._kind(st.capability, st.size, st.size2, st.min_accuracy, st.devices_required, spec)
+            t = Task(self._task_ids, job, 0, st.capability, kind.cap_index, st.size, st.size2,
+                     st.devices_required, st.min_accuracy, spec.priority, math.nan, deadline, kind.ideal, kind)
             self._task_ids += 1
-            t.pending_parents = len(st.parents)
             job.tasks.append(t)
+            job.remaining = 1
+            if kind.ideal == math.inf:
+                self._drop_job(job, "infeasible")
+            else:
+                self._make_ready(t)
+            return
+        feasible = True
         for s, st in enumerate(spec.stages):
-            for p in st.parents:
-                job.tasks[p].children.append(job.tasks[s])
+            kind = self._kind(st.capability, st.size, st.size2, st.min_accuracy, st.devices_required, spec)
+            t = Task(self._task_ids, job, s, st.capability, kind.cap_index, st.size, st.size2,
+                     st.devices_required, st.min_accuracy, spec.priority, math.nan, deadline, kind.ideal, kind)
+            self._task_ids += 1
+            feasible &= kind.ideal < math.inf
+            if st.parents:
+                t.pending_parents = len(st.parents)
+                for p in st.parents:
+                    job.tasks[p].children.append(t)
+            job.tasks.append(t)
         job.remaining = len(job.tasks)
-        if any(not math.isfinite(t.ideal) for t in job.tasks):
+        if not feasible:
             self._drop_job(job, "infeasible")
             return
         for t in job.tasks:
@@ -272,6 +288,31 @@ class Simulator:
                 self._make_ready(t)
                 if job.dropped:
                     return
+
+    def _kind(self, capability: str, size: float, size2: float, min_accuracy: float, n: int,
+              spec: JobSpec) -> TaskKind:
+        """The shared precomputation for tasks of this shape (cached)."""
+        key = (capability, size, size2, min_accuracy, n)
+        kind = self._kinds.get(key)
+        if kind is not None:
+            return kind
+        cl = self.cluster
+        cap = cl.cap_index.get(capability)
+        if cap is None:
+            raise ValueError(f"job from {spec.source or 'workload'} needs capability "
+                             f"'{capability}' that no variant of the scenario provides")
+        ideal = cl.ideal_time(cap, size, size2, min_accuracy, n)
+        static = cl.slot_runs[cap] & (cl.slot_accuracy[cap] >= min_accuracy)[:, None] \
+            & (cl.slot_max_size[cap] >= size + size2)[:, None]
+        if n > 1:  # pools with fewer devices of the type can never run it
+            static &= (cl.type_count[cl.dev_type] >= n)[None, :]
+        exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size + cl.slot_gamma[cap] * size2
+        if n > 1:
+            exec_t = exec_t / (1.0 + (n - 1) * cl.slot_scaling[cap])[:, None]
+        kind = TaskKind(key, cap, ideal, static, np.where(static, exec_t, np.inf),
+                        np.maximum(cl.slot_variant[cap], 0), np.array([cap, size, size2, min_accuracy, n], float))
+        self._kinds[key] = kind
+        return kind
 
     def _make_ready(self, t: Task) -> None:
         t.arrival = t.ready_time = self.now
@@ -289,7 +330,10 @@ class Simulator:
         if t.devices_required > 1:
             self._has_gangs = True
         if self.drop_expired:
-            self._push(t.deadline, EXPIRE, t)
+            if t.deadline <= self.now:  # a later stage of a job that is already late
+                self._drop_job(t.job, "expired", first=t)
+            else:
+                self._push(t.deadline, EXPIRE, t)
 
     def _drop_job(self, job: Job, reason: str, first: Task | None = None) -> None:
         """Drop every unfinished task of ``job``; ``first`` is the task that caused it."""
@@ -452,52 +496,34 @@ class Simulator:
             self._any_valid = bool(mask.any())
 
     def _build_window(self) -> None:
-        cl = self.cluster
         K = self.K
         win = self.queue[:K]
         n = len(win)
         self.window = win
-        caps = np.zeros(K, dtype=np.int64)
-        size = np.zeros(K)
-        size2 = np.zeros(K)
-        min_acc = np.zeros(K)
-        nreq = np.ones(K, dtype=np.int64)
-        arrival = np.zeros(K)
-        deadline = np.ones(K)
-        prio = np.zeros(K)
-        for i, t in enumerate(win):
-            caps[i] = t.cap_index
-            size[i] = t.size
-            size2[i] = t.size2
-            min_acc[i] = t.min_accuracy
-            nreq[i] = t.devices_required
-            arrival[i] = t.arrival
-            deadline[i] = t.deadline
-            prio[i] = t.priority
+        self.window_version += 1
+        kinds = [t.kind for t in win]
+        times = [(t.arrival, t.deadline, t.priority) for t in win]
+        if n < K:
+            kinds += [self._empty_kind] * (K - n)
+            times += [(0.0, 1.0, 0.0)] * (K - n)
+        vec = np.array([k.vec for k in kinds])  # (K, 5)
+        tm = np.array(times)  # (K, 3)
         present = np.zeros(K, dtype=bool)
         present[:n] = True
         #: (K,) attributes of the window's tasks (padding rows: zeros, not present).
-        self.w_caps, self.w_size, self.w_size2, self.w_min_acc, self.w_nreq, self.w_present = \
-            caps, size, size2, min_acc, nreq, present
-        self.w_arrival, self.w_deadline, self.w_priority = arrival, deadline, prio
+        self.w_caps = vec[:, 0].astype(np.int64)
+        self.w_size, self.w_size2, self.w_min_acc = vec[:, 1], vec[:, 2], vec[:, 3]
+        self.w_nreq = vec[:, 4].astype(np.int64)
+        self.w_present = present
+        self.w_arrival, self.w_deadline, self.w_priority = tm[:, 0], tm[:, 1], tm[:, 2]
         self.w_count = n
-        # Static part: the variant slot exists, has a profile that fits the device type, meets
-        # the accuracy floor and accepts the size.
-        static = cl.slot_runs[caps] \
-            & (cl.slot_accuracy[caps] >= min_acc[:, None])[:, :, None] \
-            & (cl.slot_max_size[caps] >= (size + size2)[:, None])[:, :, None] \
-            & present[:, None, None]
         #: (K, V, D) assignments valid whenever the device is idle and up.
-        self.static_mask = static
-        # Parts of the estimates that depend on the window only: execution time (inf where the
-        # pair can never run) and load time.
-        exec_t = cl.slot_alpha[caps] + cl.slot_beta[caps] * size[:, None, None] \
-            + cl.slot_gamma[caps] * size2[:, None, None]
-        if self._has_gangs:
-            exec_t = exec_t / (1.0 + (nreq[:, None, None] - 1.0) * cl.slot_scaling[caps][:, :, None])
-        self.w_exec = np.where(static, exec_t, np.inf)
-        self.w_load = cl.slot_load[caps]
-        self.w_slot_variant = np.maximum(cl.slot_variant[caps], 0)  # (K, V)
+        self.static_mask = np.array([k.static for k in kinds])
+        #: (K, V, D) noise-free execution time, inf where the pair can never run.
+        self.w_exec = np.array([k.exec for k in kinds])
+        self.w_slot_variant = np.array([k.slot_variant for k in kinds])  # (K, V)
+        self.w_load = self.cluster.slot_load[self.w_caps]  # (K, V, D)
+        self.w_kinds = kinds
 
     def has_decision(self) -> bool:
         if not self.queue or self._idle_up == 0:
@@ -635,12 +661,12 @@ class Simulator:
         return self._busy_devices / self._up_devices if self._up_devices else 0.0
 
     def recent_arrival_rate(self, window: float) -> float:
-        """Job arrivals per second over the last ``window`` seconds."""
+        """Job arrivals per second over the last ``window`` seconds (amortised O(1) when called
+        with the same window as time advances)."""
         times = self._arrival_times
         lo = self.now - window
-        n = 0
-        for x in reversed(times):
-            if x < lo:
-                break
-            n += 1
-        return n / window if window > 0 else 0.0
+        i = self._rate_ptr if self._rate_window == window else 0
+        while i < len(times) and times[i] < lo:
+            i += 1
+        self._rate_ptr, self._rate_window = i, window
+        return (len(times) - i) / window if window > 0 else 0.0

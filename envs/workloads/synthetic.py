@@ -1,8 +1,19 @@
 """Synthetic request workloads: an arrival process and a request sampler.
 
-Arrival processes: ``poisson`` (exponential inter-arrivals). Requests: a capability mix, a size
-distribution per capability, an SLO as a multiple of the reference (batch-1-style) latency,
-priority weights and optional accuracy floors.
+Kinds (the ``kind`` key of a scenario's ``workload`` section):
+
+* ``poisson``: exponential inter-arrival times;
+* ``gamma``: Gamma inter-arrival times with coefficient of variation ``cv`` (bursty,
+  AlpaServe-style);
+* ``diurnal``: Poisson arrivals whose rate follows a sinusoid (``period``, ``amplitude``,
+  ``phase``).
+
+Every kind draws single-stage requests the same way: a capability from ``mix`` (explicit
+weights) or ``popularity`` (Zipf over capabilities), a ``size`` and optional ``size2`` per
+capability (constant, uniform integer, or clipped lognormal; see
+:mod:`envs.workloads.distributions`), an SLO of ``slo_multiplier`` x the reference latency at the
+request's size, priority weights, and optional accuracy floors. ``load`` (fraction of the
+cluster's capacity) or ``rate`` (requests/s) sets the mean arrival rate.
 """
 
 from __future__ import annotations
@@ -13,33 +24,23 @@ import numpy as np
 
 from envs.config import ConfigError, Section
 from envs.sim.model import JobSpec, StageSpec
+from envs.workloads.arrivals import ArrivalProcess, parse_arrival, parse_rate_or_load
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext, arrival_rate_for_load
+from envs.workloads.distributions import (
+    LognormalSize,
+    Size,
+    SizeDist,
+    draw_categorical,
+    mix_or_popularity,
+    parse_mix,
+    parse_priorities,
+    parse_sizes,
+)
 
-
-@dataclass(frozen=True)
-class SizeDist:
-    """Size of one request: a constant, or a uniform integer in [low, high]."""
-
-    low: float
-    high: float
-
-    @property
-    def mean(self) -> float:
-        return (self.low + self.high) / 2.0
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        if self.low == self.high:
-            return np.full(n, self.low, dtype=float)
-        return rng.integers(int(self.low), int(self.high) + 1, size=n).astype(float)
-
-    @staticmethod
-    def parse(value, where: str) -> SizeDist:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return SizeDist(float(value), float(value))
-        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value) \
-                and value[0] <= value[1]:
-            return SizeDist(float(value[0]), float(value[1]))
-        raise ConfigError(f"{where}: a size is a positive number or [low, high] positive integers, got {value!r}")
+__all__ = [
+    "AccuracyFloor", "DiurnalWorkload", "GammaWorkload", "LognormalSize", "PoissonWorkload",
+    "RequestWorkload", "SizeDist",
+]
 
 
 @dataclass(frozen=True)
@@ -48,36 +49,46 @@ class AccuracyFloor:
     value: float
 
 
-class PoissonWorkload(Workload):
-    """``num_jobs`` single-stage requests with exponential inter-arrival times."""
+class RequestWorkload(Workload):
+    """``num_jobs`` single-stage requests arriving by ``arrival`` (Poisson by default)."""
 
-    def __init__(self, *, num_jobs: int, mix: dict[str, float], sizes: dict[str, SizeDist],
+    kind = "poisson"
+
+    def __init__(self, *, num_jobs: int, mix: dict[str, float], sizes: dict[str, Size],
                  slo_multiplier: float, load: float | None = None, rate: float | None = None,
                  priorities: dict[float, float] | None = None,
-                 min_accuracy: dict[str, AccuracyFloor] | None = None):
+                 min_accuracy: dict[str, AccuracyFloor] | None = None,
+                 sizes2: dict[str, Size] | None = None, arrival: ArrivalProcess | None = None):
         if (load is None) == (rate is None):
             raise ConfigError("workload: give exactly one of 'load' and 'rate'")
+        missing = [c for c in mix if c not in sizes]
+        if missing:
+            raise ConfigError(f"workload: no size for capabilities {missing}")
         self.num_jobs = num_jobs
         self.mix = mix
         self.sizes = sizes
+        self.sizes2 = sizes2 or {}
         self.slo_multiplier = slo_multiplier
         self.load = load
         self.rate = rate
         self.priorities = priorities or {1.0: 1.0}
         self.min_accuracy = min_accuracy or {}
+        self.arrival = arrival or ArrivalProcess(self.kind)
 
     def arrival_rate(self, ctx: WorkloadContext) -> float:
+        """Mean arrival rate (requests/s): ``rate``, or the rate giving ``load`` on average."""
         if self.rate is not None:
             return self.rate
-        return arrival_rate_for_load(self.load, self.mix, ctx, {c: self.sizes[c].mean for c in self.mix})
+        return arrival_rate_for_load(self.load, self.mix, ctx, {c: self.sizes[c].mean for c in self.mix},
+                                     {c: self.sizes2[c].mean for c in self.mix if c in self.sizes2})
 
     def interarrivals(self, rng: np.random.Generator, rate: float) -> np.ndarray:
-        return rng.exponential(1.0 / rate, size=self.num_jobs)
+        return self.arrival.interarrivals(rng, self.num_jobs, rate)
 
     def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload:
         n = self.num_jobs
         rate = self.arrival_rate(ctx)
-        arrivals = np.cumsum(self.interarrivals(rng, rate))
+        arrivals = self.arrival.times(rng, n, rate)
         caps = list(self.mix)
         p = np.array([self.mix[c] for c in caps], dtype=float)
         cap_idx = rng.choice(len(caps), size=n, p=p / p.sum())
@@ -85,37 +96,38 @@ class PoissonWorkload(Workload):
         for i, c in enumerate(caps):
             sel = cap_idx == i
             sizes[sel] = self.sizes[c].sample(rng, int(sel.sum()))
-        prio_vals = np.array(list(self.priorities), dtype=float)
-        prio_p = np.array(list(self.priorities.values()), dtype=float)
-        prios = prio_vals[rng.choice(len(prio_vals), size=n, p=prio_p / prio_p.sum())]
+        prios = draw_categorical(rng, self.priorities, n)
         floor_u = rng.random(n)
+        sizes2 = np.zeros(n)
+        for i, c in enumerate(caps):  # drawn last so that configs without size2 are unchanged
+            if c in self.sizes2:
+                sel = cap_idx == i
+                sizes2[sel] = self.sizes2[c].sample(rng, int(sel.sum()))
+        ref_cache: dict[tuple[str, float, float], float] = {}
         jobs = []
         for j in range(n):
             cap = caps[cap_idx[j]]
+            s1, s2 = float(sizes[j]), float(sizes2[j])
             floor = self.min_accuracy.get(cap)
             min_acc = floor.value if floor is not None and floor_u[j] < floor.prob else 0.0
-            slo = self.slo_multiplier * ctx.reference_time(cap, sizes[j])
-            stage = StageSpec(capability=cap, size=float(sizes[j]), min_accuracy=min_acc)
-            jobs.append(JobSpec(arrival=float(arrivals[j]), stages=(stage,), slo=slo, priority=float(prios[j])))
+            key = (cap, s1, s2)
+            ref = ref_cache.get(key)
+            if ref is None:
+                ref = ref_cache[key] = ctx.reference_time(cap, s1, s2)
+            stage = StageSpec(capability=cap, size=s1, size2=s2, min_accuracy=min_acc)
+            jobs.append(JobSpec(arrival=float(arrivals[j]), stages=(stage,), slo=self.slo_multiplier * ref,
+                                priority=float(prios[j])))
         return GeneratedWorkload(jobs)
 
     @classmethod
-    def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> PoissonWorkload:
-        mix = _mix(sec.get("mix", dict), sec.where + ".mix", capabilities)
-        size_cfg = sec.get("size", (dict, int, float), 1)
-        if isinstance(size_cfg, dict):
-            for c in size_cfg:
-                if c not in mix:
-                    raise ConfigError(f"{sec.where}.size: unknown capability '{c}'")
-            sizes = {c: SizeDist.parse(size_cfg.get(c, 1), f"{sec.where}.size.{c}") for c in mix}
-        else:
-            sizes = {c: SizeDist.parse(size_cfg, f"{sec.where}.size") for c in mix}
-        prios = sec.get("priorities", dict, None)
-        if prios is not None:
-            try:
-                prios = {float(k): float(v) for k, v in prios.items()}
-            except (TypeError, ValueError) as e:
-                raise ConfigError(f"{sec.where}.priorities: expected {{weight: probability}}: {e}") from None
+    def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> RequestWorkload:
+        mix = mix_or_popularity(sec, capabilities)
+        caps = list(mix)
+        sizes = parse_sizes(sec.get("size", (dict, list, int, float), 1), f"{sec.where}.size", caps)
+        size2_cfg = sec.get("size2", (dict, list, int, float), None)
+        sizes2 = None
+        if size2_cfg is not None:
+            sizes2 = parse_sizes(size2_cfg, f"{sec.where}.size2", caps, default=0, allow_zero=True)
         floors = {}
         for c, f in sec.get("min_accuracy", dict, {}).items():
             if c not in mix:
@@ -123,22 +135,44 @@ class PoissonWorkload(Workload):
             fs = Section(f, f"{sec.where}.min_accuracy.{c}")
             floors[c] = AccuracyFloor(fs.get("prob", float, low=0.0, high=1.0), fs.get("value", float, low=0.0, high=1.0))
             fs.done()
+        arrival = parse_arrival(sec, cls.kind)
+        load, rate = parse_rate_or_load(sec)
         return cls(
-            num_jobs=sec.get("num_jobs", int, low=1), mix=mix, sizes=sizes,
+            num_jobs=sec.get("num_jobs", int, low=1), mix=mix, sizes=sizes, sizes2=sizes2,
             slo_multiplier=sec.get("slo_multiplier", float, low=1.0),
-            load=sec.get("load", float, None, low=1e-6), rate=sec.get("rate", float, None, low=1e-9),
-            priorities=prios, min_accuracy=floors,
+            load=load, rate=rate, priorities=parse_priorities(sec), min_accuracy=floors,
+            arrival=arrival,
         )
 
 
+class PoissonWorkload(RequestWorkload):
+    """``num_jobs`` single-stage requests with exponential inter-arrival times."""
+
+    kind = "poisson"
+
+
+class GammaWorkload(RequestWorkload):
+    """Requests with Gamma inter-arrival times (mean ``1/rate``, coefficient of variation
+    ``cv``): bursty arrivals as in AlpaServe's evaluation."""
+
+    kind = "gamma"
+
+    def __init__(self, *, cv: float = 1.0, **kw):
+        kw.setdefault("arrival", ArrivalProcess("gamma", cv=cv))
+        super().__init__(**kw)
+
+
+class DiurnalWorkload(RequestWorkload):
+    """Requests from a Poisson process whose rate follows
+    ``rate * (1 + amplitude * sin(2 pi (t / period + phase)))`` (``rate`` = mean rate)."""
+
+    kind = "diurnal"
+
+    def __init__(self, *, period: float = 86400.0, amplitude: float = 0.5, phase: float = 0.0, **kw):
+        kw.setdefault("arrival", ArrivalProcess("diurnal", period=period, amplitude=amplitude, phase=phase))
+        super().__init__(**kw)
+
+
 def _mix(raw: dict, where: str, capabilities: tuple[str, ...]) -> dict[str, float]:
-    mix = {}
-    for c, w in raw.items():
-        if c not in capabilities:
-            raise ConfigError(f"{where}: capability '{c}' has no variant in the scenario (known: {list(capabilities)})")
-        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
-            raise ConfigError(f"{where}: weight of '{c}' must be a non-negative number, got {w!r}")
-        mix[c] = float(w)
-    if not mix or sum(mix.values()) <= 0:
-        raise ConfigError(f"{where}: needs at least one capability with a positive weight")
-    return mix
+    """Kept for callers of the earlier private helper."""
+    return parse_mix(raw, where, capabilities)

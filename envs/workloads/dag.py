@@ -1,0 +1,182 @@
+"""Multi-model pipelines: jobs whose stages form a DAG (e.g. speech recognition -> translation ->
+summarization).
+
+Each job picks a template (by ``weight``) and draws each stage's size. A stage becomes ready
+when all its ``parents`` (indices of earlier stages of the same template) have finished. The job's
+SLO is ``slo_multiplier`` x the reference time of its critical path: the longest chain of stage
+reference times (``ctx.reference_time``) through the DAG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.config import ConfigError, Section
+from envs.sim.model import JobSpec, StageSpec
+from envs.workloads.arrivals import PROCESSES, ArrivalProcess, parse_arrival, parse_rate_or_load
+from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext
+from envs.workloads.distributions import (
+    Size,
+    SizeDist,
+    draw_categorical,
+    parse_priorities,
+    parse_size,
+)
+
+
+@dataclass(frozen=True)
+class StageTemplate:
+    capability: str
+    size: Size = SizeDist(1.0, 1.0)
+    size2: Size = SizeDist(0.0, 0.0)
+    parents: tuple[int, ...] = ()
+    min_accuracy: float = 0.0
+    devices_required: int = 1
+
+
+@dataclass(frozen=True)
+class DagTemplate:
+    stages: tuple[StageTemplate, ...]
+    weight: float = 1.0
+    name: str = ""
+
+    def validate(self, where: str) -> None:
+        if not self.stages:
+            raise ConfigError(f"{where}: a template needs at least one stage")
+        for i, st in enumerate(self.stages):
+            if len(set(st.parents)) != len(st.parents):
+                raise ConfigError(f"{where}.stages[{i}].parents: a parent is listed twice")
+            for p in st.parents:
+                if not 0 <= p < i:
+                    raise ConfigError(f"{where}.stages[{i}].parents: parent {p} must be the index of an "
+                                      f"earlier stage (0..{i - 1})")
+
+
+def critical_path(stage_times: list[float], parents: list[tuple[int, ...]]) -> float:
+    """Length of the longest path through the DAG (stages in topological index order)."""
+    finish: list[float] = []
+    for t, ps in zip(stage_times, parents, strict=True):
+        finish.append(t + max((finish[p] for p in ps), default=0.0))
+    return max(finish, default=0.0)
+
+
+class DagWorkload(Workload):
+    """``num_jobs`` DAG jobs drawn from weighted templates."""
+
+    kind = "dag"
+
+    def __init__(self, *, num_jobs: int, templates: list[DagTemplate], slo_multiplier: float,
+                 load: float | None = None, rate: float | None = None,
+                 arrival: ArrivalProcess | None = None, priorities: dict[float, float] | None = None):
+        if (load is None) == (rate is None):
+            raise ConfigError("workload: give exactly one of 'load' and 'rate'")
+        if not templates:
+            raise ConfigError("workload: 'templates' needs at least one template")
+        for k, t in enumerate(templates):
+            t.validate(f"workload.templates[{k}]")
+        if sum(t.weight for t in templates) <= 0:
+            raise ConfigError("workload.templates: weights sum to 0")
+        self.num_jobs = num_jobs
+        self.templates = list(templates)
+        self.slo_multiplier = slo_multiplier
+        self.load = load
+        self.rate = rate
+        self.arrival = arrival or ArrivalProcess("poisson")
+        self.priorities = priorities or {1.0: 1.0}
+
+    def arrival_rate(self, ctx: WorkloadContext) -> float:
+        """Jobs/s: ``rate``, or the rate at which the stages' mean work equals ``load`` of the
+        cluster's capacity."""
+        if self.rate is not None:
+            return self.rate
+        w = np.array([t.weight for t in self.templates], dtype=float)
+        w /= w.sum()
+        seconds_per_job = 0.0
+        for p, t in zip(w, self.templates, strict=True):
+            for st in t.stages:
+                seconds_per_job += p / ctx.cluster_rate(st.capability, st.size.mean, st.size2.mean,
+                                                        st.devices_required)
+        return self.load / seconds_per_job
+
+    def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload:
+        n = self.num_jobs
+        arrivals = self.arrival.times(rng, n, self.arrival_rate(ctx))
+        w = np.array([t.weight for t in self.templates], dtype=float)
+        tmpl_idx = rng.choice(len(self.templates), size=n, p=w / w.sum())
+        prios = draw_categorical(rng, self.priorities, n)
+        # Sizes: per (template, stage), one vectorised draw for all jobs using that template.
+        sizes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for k, t in enumerate(self.templates):
+            m = int((tmpl_idx == k).sum())
+            for i, st in enumerate(t.stages):
+                sizes[(k, i)] = (st.size.sample(rng, m), st.size2.sample(rng, m))
+        used = dict.fromkeys(range(len(self.templates)), 0)
+        ref_cache: dict[tuple[str, float, float], float] = {}
+        jobs = []
+        for j in range(n):
+            k = int(tmpl_idx[j])
+            t = self.templates[k]
+            r = used[k]
+            used[k] += 1
+            stages, times = [], []
+            for i, st in enumerate(t.stages):
+                s1 = float(sizes[(k, i)][0][r])
+                s2 = float(sizes[(k, i)][1][r])
+                key = (st.capability, s1, s2)
+                ref = ref_cache.get(key)
+                if ref is None:
+                    ref = ref_cache[key] = ctx.reference_time(st.capability, s1, s2)
+                times.append(ref)
+                stages.append(StageSpec(capability=st.capability, size=s1, size2=s2, parents=st.parents,
+                                        devices_required=st.devices_required, min_accuracy=st.min_accuracy))
+            cp = critical_path(times, [st.parents for st in t.stages])
+            jobs.append(JobSpec(arrival=float(arrivals[j]), stages=tuple(stages), slo=self.slo_multiplier * cp,
+                                priority=float(prios[j]), source=t.name))
+        return GeneratedWorkload(jobs)
+
+    @classmethod
+    def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> DagWorkload:
+        raw = sec.get("templates", list)
+        templates = [_parse_template(t, f"{sec.where}.templates[{k}]", capabilities) for k, t in enumerate(raw)]
+        if not templates:
+            raise ConfigError(f"{sec.where}.templates: needs at least one template")
+        if sum(t.weight for t in templates) <= 0:
+            raise ConfigError(f"{sec.where}.templates: weights sum to 0")
+        arrival = parse_arrival(sec, sec.get("arrival", str, "poisson", choices=PROCESSES))
+        load, rate = parse_rate_or_load(sec)
+        return cls(num_jobs=sec.get("num_jobs", int, low=1), templates=templates,
+                   slo_multiplier=sec.get("slo_multiplier", float, low=1.0), load=load, rate=rate,
+                   arrival=arrival, priorities=parse_priorities(sec))
+
+
+def _parse_template(raw, where: str, capabilities: tuple[str, ...]) -> DagTemplate:
+    sec = Section(raw, where)
+    stages_raw = sec.get("stages", list)
+    weight = sec.get("weight", float, 1.0, low=0.0)
+    name = sec.get("name", str, "")
+    sec.done()
+    stages = []
+    for i, s in enumerate(stages_raw):
+        ss = Section(s, f"{where}.stages[{i}]")
+        cap = ss.get("capability", str)
+        if cap not in capabilities:
+            raise ConfigError(f"{ss.where}: capability '{cap}' has no variant in the scenario "
+                              f"(known: {list(capabilities)})")
+        parents = ss.get("parents", list, [])
+        for p in parents:
+            if not isinstance(p, int) or isinstance(p, bool):
+                raise ConfigError(f"{ss.where}.parents: parent {p!r} must be an integer stage index")
+        stages.append(StageTemplate(
+            capability=cap,
+            size=parse_size(ss.get("size", (int, float, list, dict), 1), f"{ss.where}.size"),
+            size2=parse_size(ss.get("size2", (int, float, list, dict), 0), f"{ss.where}.size2", allow_zero=True),
+            parents=tuple(parents),
+            min_accuracy=ss.get("min_accuracy", float, 0.0, low=0.0, high=1.0),
+            devices_required=ss.get("devices_required", int, 1, low=1),
+        ))
+        ss.done()
+    t = DagTemplate(stages=tuple(stages), weight=weight, name=name)
+    t.validate(where)
+    return t

@@ -1,0 +1,110 @@
+"""Synthetic DL training jobs, Philly-like: each job is one stage of a training job type
+(capability such as ``train-resnet50``), ``size`` = iterations, and needs ``devices_required``
+devices of one type (data-parallel; the variant's ``scaling_efficiency`` sets the speed-up).
+
+The defaults follow the shape of Microsoft's Philly trace (Jeon et al., ATC'19): most jobs use
+one GPU and a few use many (``devices: {1: 0.7, 2: 0.15, 4: 0.1, 8: 0.05}``), and run times are
+heavy-tailed (lognormal iterations with a large CV).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.config import ConfigError, Section
+from envs.sim.model import JobSpec, StageSpec
+from envs.workloads.arrivals import PROCESSES, ArrivalProcess, parse_arrival, parse_rate_or_load
+from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext
+from envs.workloads.distributions import (
+    LognormalSize,
+    Size,
+    draw_categorical,
+    mix_or_popularity,
+    parse_categorical,
+    parse_priorities,
+    parse_sizes,
+)
+
+DEFAULT_DEVICES: dict[int, float] = {1: 0.7, 2: 0.15, 4: 0.1, 8: 0.05}
+DEFAULT_ITERATIONS = LognormalSize(mean_raw=5000.0, cv=3.0, low=10.0, high=1e7)
+
+
+class TrainingWorkload(Workload):
+    """``num_jobs`` training jobs with a job-type mix, a device-count distribution and
+    heavy-tailed iteration counts. SLO = ``slo_multiplier`` x the job's reference time on one
+    device (so multi-device jobs have proportionally more slack)."""
+
+    kind = "training"
+
+    def __init__(self, *, num_jobs: int, mix: dict[str, float], slo_multiplier: float,
+                 load: float | None = None, rate: float | None = None,
+                 sizes: dict[str, Size] | None = None, devices: dict[int, float] | None = None,
+                 arrival: ArrivalProcess | None = None, priorities: dict[float, float] | None = None):
+        if (load is None) == (rate is None):
+            raise ConfigError("workload: give exactly one of 'load' and 'rate'")
+        self.num_jobs = num_jobs
+        self.mix = mix
+        self.sizes = {c: (sizes or {}).get(c, DEFAULT_ITERATIONS) for c in mix}
+        self.devices = {int(k): float(v) for k, v in (devices or DEFAULT_DEVICES).items()}
+        if any(k < 1 for k in self.devices) or sum(self.devices.values()) <= 0:
+            raise ConfigError("workload.devices: keys must be >= 1 and probabilities sum to > 0")
+        self.slo_multiplier = slo_multiplier
+        self.load = load
+        self.rate = rate
+        self.arrival = arrival or ArrivalProcess("poisson")
+        self.priorities = priorities or {1.0: 1.0}
+
+    def arrival_rate(self, ctx: WorkloadContext) -> float:
+        if self.rate is not None:
+            return self.rate
+        total = sum(self.mix.values())
+        dtot = sum(self.devices.values())
+        seconds_per_job = 0.0
+        for c, p in self.mix.items():
+            for n, q in self.devices.items():
+                seconds_per_job += (p / total) * (q / dtot) / ctx.cluster_rate(c, self.sizes[c].mean, 0.0, n)
+        return self.load / seconds_per_job
+
+    def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload:
+        n = self.num_jobs
+        arrivals = self.arrival.times(rng, n, self.arrival_rate(ctx))
+        caps = list(self.mix)
+        p = np.array([self.mix[c] for c in caps], dtype=float)
+        cap_idx = rng.choice(len(caps), size=n, p=p / p.sum())
+        sizes = np.empty(n)
+        for i, c in enumerate(caps):
+            sel = cap_idx == i
+            sizes[sel] = self.sizes[c].sample(rng, int(sel.sum()))
+        ndev = draw_categorical(rng, self.devices, n).astype(int)
+        prios = draw_categorical(rng, self.priorities, n)
+        jobs = []
+        for j in range(n):
+            cap = caps[cap_idx[j]]
+            size = float(sizes[j])
+            stage = StageSpec(capability=cap, size=size, devices_required=int(ndev[j]))
+            slo = self.slo_multiplier * ctx.reference_time(cap, size, 0.0)
+            jobs.append(JobSpec(arrival=float(arrivals[j]), stages=(stage,), slo=slo, priority=float(prios[j])))
+        return GeneratedWorkload(jobs)
+
+    @classmethod
+    def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> TrainingWorkload:
+        if not sec.has("mix") and not sec.has("popularity"):
+            train_caps = [c for c in capabilities if c.startswith("train")]
+            if not train_caps:
+                raise ConfigError(f"{sec.where}: no 'mix' given and the scenario has no 'train-*' capability")
+            mix = dict.fromkeys(train_caps, 1.0)
+        else:
+            mix = mix_or_popularity(sec, capabilities)
+        caps = list(mix)
+        size_cfg = sec.get("size", (dict, list, int, float), None)
+        sizes = None if size_cfg is None else parse_sizes(size_cfg, f"{sec.where}.size", caps,
+                                                         default={"dist": "lognormal", "mean": 5000.0,
+                                                                  "cv": 3.0, "min": 10, "max": 1e7})
+        dev_raw = sec.get("devices", dict, None)
+        devices = None if dev_raw is None else parse_categorical(dev_raw, f"{sec.where}.devices", key_kind=int, low=1)
+        arrival = parse_arrival(sec, sec.get("arrival", str, "poisson", choices=PROCESSES))
+        load, rate = parse_rate_or_load(sec)
+        return cls(num_jobs=sec.get("num_jobs", int, low=1), mix=mix,
+                   slo_multiplier=sec.get("slo_multiplier", float, 10.0, low=1.0),
+                   load=load, rate=rate, sizes=sizes, devices=devices, arrival=arrival,
+                   priorities=parse_priorities(sec))
