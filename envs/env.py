@@ -63,8 +63,9 @@ class SchedulingEnv(gym.Env):
     ``Dict`` of float32 ``Box`` es, each within [-1, 1]:
 
     * ``tasks`` (K, 1 + C + 7): present, capability one-hot, log size, log size2, priority
-      p / (1 + p), waited / SLO (clipped to [0, 1] after / 4), slack / SLO (clipped to [-1, 1]),
-      minimum accuracy, devices required / largest device pool.
+      p / (1 + p), waited / (4 SLO) (clipped to [0, 1]), slack / SLO (clipped to [-1, 1]),
+      minimum accuracy, devices required / largest device pool. SLO is the job's SLO; waited
+      counts from the time the task became ready. Empty slots are all zeros.
     * ``devices`` (D, T + 4 + M): type one-hot, up, busy, remaining busy time r / (r + tau),
       free memory fraction, resident variants (multi-hot over the M variants).
     * ``estimates`` (K, V, D): estimated latency at completion over SLO of each candidate
@@ -86,9 +87,11 @@ class SchedulingEnv(gym.Env):
 
     Terminated when the workload is exhausted and the system is empty. Truncated when simulated
     time reaches the scenario's ``horizon`` or when nothing can ever happen again (a policy keeps
-    waiting with no event pending). At the end ``info["metrics"]`` holds the episode metrics;
-    ``info["accounting"]`` (``arrived, completed, dropped, queued, running``, with
-    ``arrived == completed + dropped + queued + running``) is in every step's info.
+    waiting with no event pending). At the end ``info["metrics"]`` holds the episode metrics.
+    Every step's ``info["accounting"]`` counts tasks (``arrived, completed, dropped, queued,
+    running``, with ``arrived == completed + dropped + queued + running``; a DAG stage arrives
+    when it becomes ready or is dropped) and jobs (``jobs_arrived, jobs_completed,
+    jobs_dropped, jobs_in_progress``, with the same identity).
 
     ## Arguments
 
@@ -144,6 +147,9 @@ class SchedulingEnv(gym.Env):
         self._devices_obs[:, :T] = self._type_onehot
         self._rate_window = 10.0 * self._tau
         self._obs_window_key = None
+        self._obs_dev_key = None
+        self._time_a = np.zeros((self.K, 2))
+        self._time_b = np.zeros((self.K, 2))
         self._kind_rows: dict[tuple, np.ndarray] = {}
         self._T = T
         self._inv_dev_memory = 1.0 / cl.dev_memory
@@ -160,6 +166,7 @@ class SchedulingEnv(gym.Env):
         episode_seed = self._root_seed.spawn(1)[0]
         sim = self.sim
         sim.reset(episode_seed)
+        self._obs_dev_key = None
         sim.advance_to_next_decision()
         self._span = sim.horizon if math.isfinite(sim.horizon) else max(sim._last_arrival, 1e-9)
         n_jobs = len(sim.job_specs)
@@ -185,7 +192,7 @@ class SchedulingEnv(gym.Env):
             v, d = divmod(rest, self.D)
             reason = sim.check_assignment(k, v, d)
             if reason is None:
-                sim.assign(k, v, d)
+                sim.assign(k, v, d, checked=True)
             elif self.invalid_action == "raise":
                 raise ValueError(f"invalid action {a}: queue slot {k}, variant slot {v}, device {d}: "
                                  f"{REASONS[reason]}")
@@ -235,38 +242,43 @@ class SchedulingEnv(gym.Env):
         now = sim.now
         if sim.window_version != self._obs_window_key:
             self._encode_window()
-        # Time-dependent task features, computed for all K rows and zeroed on padding rows.
+        # waited / (4 SLO) and slack / SLO are affine in time: now * a + b, clipped to [-1, 1]
+        # (padding rows have a = b = 0).
         tasks = self._tasks_obs.copy()
-        waited = now - sim.w_arrival
-        inv_slo = self._w_inv_slo
-        tasks[:, self._col_waited] = np.minimum(waited * inv_slo, 4.0) * (0.25 * sim.w_present)
-        tasks[:, self._col_slack] = np.maximum((sim.w_deadline - now) * inv_slo, -1.0) * sim.w_present
+        tasks[:, self._col_waited:self._col_slack + 1] = np.minimum(
+            np.maximum(self._time_a * now + self._time_b, -1.0), 1.0)
         dev = self._devices_obs
         T = self._T
-        remaining = np.maximum(sim.dev_busy_until - now, 0.0)
-        dev[:, T] = sim.dev_up
-        dev[:, T + 1] = ~sim.dev_idle
+        if sim.dev_version != self._obs_dev_key:
+            self._obs_dev_key = sim.dev_version
+            dev[:, T] = sim.dev_up
+            dev[:, T + 1] = ~sim.dev_idle
+            dev[:, T + 3] = 1.0 - sim.dev_memory_used * self._inv_dev_memory
+            dev[:, T + 4:] = sim.resident.T
+        free_at = np.maximum(sim.dev_busy_until, now)
+        remaining = free_at - now
         dev[:, T + 2] = remaining / (remaining + self._tau)
-        dev[:, T + 3] = 1.0 - sim.dev_memory_used * self._inv_dev_memory
-        dev[:, T + 4:] = sim.resident.T
-        # Latency at completion over SLO; inf (never runs) saturates at 4 -> 1.0.
-        x = sim.estimates()
-        x += waited[:, None, None]
-        x *= inv_slo[:, None, None]
-        np.minimum(x, 4.0, out=x)
-        x *= 0.5
-        x -= 1.0
+        # Estimated latency at completion over SLO, x = (free_at - arrival + load if cold + exec)
+        # / SLO, encoded as min(x, 4) / 2 - 1 (inf, never runs, -> 1). Per window the parts that
+        # do not change are precomputed (_est_base, _est_load); per step only device free times
+        # and residency enter.
+        warm = sim.resident[sim.w_slot_variant]  # (K, V, D)
+        est = self._est_load * ~warm
+        est += self._est_base
+        est += self._est_inv_slo * free_at
+        np.minimum(est, 1.0, out=est)
         K = self.K
-        backlog = max(len(sim.queue) - K, 0)
+        q = len(sim.queue)
+        backlog = q - K if q > K else 0
         rate = sim.recent_arrival_rate(self._rate_window) / self._mean_rate
         glob = np.array([
             backlog / (backlog + K),
             min(now / self._span, 1.0),
             rate / (rate + 1.0),
             sim.utilization_now(),
-            min(len(sim.queue) / sim.queue_capacity, 1.0),  # requeues may overfill it
+            min(q / sim.queue_capacity, 1.0),  # requeues may overfill it
         ], dtype=np.float32)
-        return {"tasks": tasks, "devices": dev.copy(), "estimates": x.astype(np.float32), "global": glob}
+        return {"tasks": tasks, "devices": dev.copy(), "estimates": est.astype(np.float32), "global": glob}
 
     def _kind_features(self, kind) -> np.ndarray:
         """Time-independent features of a task kind (cached per kind)."""
@@ -275,7 +287,7 @@ class SchedulingEnv(gym.Env):
             C = self.sim.cluster.num_caps
             row = np.zeros(self.task_features, dtype=np.float32)
             if kind.key:  # padding kind has an empty key: all zeros
-                cap, size, size2, min_acc, n = kind.vec
+                cap, size, size2, min_acc, n = kind.row[:5]
                 row[0] = 1.0
                 row[1 + int(cap)] = 1.0
                 row[1 + C] = min(math.log1p(size) / _LOG_SIZE, 1.0)
@@ -286,20 +298,34 @@ class SchedulingEnv(gym.Env):
         return row
 
     def _encode_window(self) -> None:
-        """Features of the current window that do not change with time (once per window)."""
+        """Everything of the observation that changes only with the window (once per window)."""
         sim = self.sim
         self._obs_window_key = sim.window_version
         tasks = np.array([self._kind_features(k) for k in sim.w_kinds])
         prio = sim.w_priority
         tasks[:, self._col_prio] = prio / (1.0 + prio)
         self._tasks_obs = tasks
-        self._w_inv_slo = 1.0 / np.maximum(sim.w_deadline - sim.w_arrival, 1e-9)
+        arrival, deadline = sim.w_arrival, sim.w_deadline
+        inv_slo = 1.0 / sim.w_slo  # the job's SLO (padding rows: 1)
+        p = inv_slo * sim.w_present  # 0 on padding rows
+        # Columns (waited / (4 SLO), slack / SLO) = now * a + b.
+        a, b = self._time_a, self._time_b
+        a[:, 0] = 0.25 * p
+        a[:, 1] = -p
+        b[:, 0] = -0.25 * arrival * p
+        b[:, 1] = deadline * p
+        half = (0.5 * inv_slo)[:, None, None]
+        base = sim.w_exec - arrival[:, None, None]  # inf on padding rows and never-runs pairs
+        base *= half
+        base -= 1.0
+        self._est_base = base
+        self._est_load = sim.w_load * half
+        self._est_inv_slo = half
 
     def _info(self, final: bool) -> dict[str, Any]:
         sim = self.sim
         info: dict[str, Any] = {
-            "accounting": sim.accounting(),
-            "job_accounting": sim.job_accounting(),
+            "accounting": {**sim.accounting(), **sim.job_accounting()},
             "time": sim.now,
         }
         if sim.counters.extra:

@@ -146,12 +146,14 @@ def test_accounting_every_step_and_metrics_at_end(env_id):
     """A whole episode with a work-conserving policy (first valid assignment)."""
     env = make(env_id)
     obs, info = env.reset(seed=5)
-    keys = {"arrived", "completed", "dropped", "queued", "running"}
+    keys = {"arrived", "completed", "dropped", "queued", "running",
+            "jobs_arrived", "jobs_completed", "jobs_dropped", "jobs_in_progress"}
     last_time = 0.0
     for _ in range(100_000):
         acc = info["accounting"]
         assert set(acc) == keys
         assert acc["arrived"] == acc["completed"] + acc["dropped"] + acc["queued"] + acc["running"]
+        assert acc["jobs_arrived"] == acc["jobs_completed"] + acc["jobs_dropped"] + acc["jobs_in_progress"]
         assert info["time"] >= last_time
         last_time = info["time"]
         mask = env.unwrapped.action_masks()

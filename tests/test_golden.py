@@ -41,7 +41,8 @@ def test_golden_episode():
     assert info["reward_terms"]["latency"] == pytest.approx(-(0.9 / 0.2 + 0.8 / 0.15 + 0.75 / 0.15), rel=1e-12)
     assert info["reward_terms"]["accuracy"] == pytest.approx(0.0, abs=1e-12)  # big is the best variant
     assert info["reward_terms"]["slo"] == 0.0
-    assert info["accounting"] == {"arrived": 3, "completed": 1, "dropped": 0, "queued": 2, "running": 0}
+    assert info["accounting"] == {"arrived": 3, "completed": 1, "dropped": 0, "queued": 2, "running": 0,
+                                  "jobs_arrived": 3, "jobs_completed": 1, "jobs_dropped": 0, "jobs_in_progress": 2}
 
     _, r2, term, trunc, info = env.step(action(env, 0, 0, 0))
     assert sim.now == pytest.approx(1.35)
@@ -66,7 +67,8 @@ def test_golden_episode():
     assert m["makespan"] == pytest.approx(1.5)
     # The GPU was busy over [0, 1.5] except nothing: utilization 1.
     assert m["utilization"] == pytest.approx(1.0, abs=1e-12)
-    assert info["accounting"] == {"arrived": 3, "completed": 3, "dropped": 0, "queued": 0, "running": 0}
+    assert info["accounting"] == {"arrived": 3, "completed": 3, "dropped": 0, "queued": 0, "running": 0,
+                                  "jobs_arrived": 3, "jobs_completed": 3, "jobs_dropped": 0, "jobs_in_progress": 0}
 
 
 def test_wait_advances_to_next_event_and_auto_advance():

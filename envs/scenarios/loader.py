@@ -25,6 +25,10 @@ from envs.workloads import Workload, build_workload
 SCENARIO_DIR = Path(__file__).resolve().parent
 LIBRARY_PATH = SCENARIO_DIR / "library.yaml"
 
+#: Keyword arguments that replay a trace instead of the scenario's synthetic workload; the
+#: scenario's ``trace_replay`` section supplies the other trace settings.
+TRACE_KEYWORDS = ("trace", "time_scale", "trace_window", "on_bad_rows", "max_jobs")
+
 #: Metrics a scenario may declare as its primary metric.
 PRIMARY_METRICS = ("effective_accuracy", "slo_attainment", "mean_slowdown", "mean_latency",
                    "p99_latency", "goodput", "job_slo_attainment", "job_mean_latency")
@@ -97,10 +101,28 @@ def read_scenario_dict(spec: str | Path | dict) -> tuple[dict, str, Path | None]
 def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
     """Load and validate a scenario; ``overrides`` replace top-level keys (e.g. ``horizon=60``).
 
-    ``workload_overrides`` (a dict) is merged into the ``workload`` section.
+    ``workload_overrides`` (a dict) is merged into the ``workload`` section. ``trace=PATH``
+    (with optional ``time_scale``, ``trace_window=(start_s, end_s)``, ``on_bad_rows``,
+    ``max_jobs``) replays a CSV trace on scenarios that have a ``trace_replay`` section.
     """
     raw, source, base_dir = read_scenario_dict(spec)
     wl_over = overrides.pop("workload_overrides", None)
+    trace_args = {k: overrides.pop(k) for k in TRACE_KEYWORDS if k in overrides and overrides[k] is not None}
+    for k in TRACE_KEYWORDS:
+        overrides.pop(k, None)
+    if "trace" not in trace_args and trace_args:
+        raise ConfigError(f"{source}: {sorted(trace_args)} given without trace=PATH")
+    if "trace" in trace_args:
+        replay = raw.get("trace_replay")
+        if not isinstance(replay, dict):
+            raise ConfigError(f"{source}: scenario '{raw.get('name', source)}' does not replay traces "
+                              f"(it has no 'trace_replay' section)")
+        section = {"kind": "trace", **replay, "path": str(trace_args.pop("trace"))}
+        if "trace_window" in trace_args:
+            section["window"] = list(trace_args.pop("trace_window"))
+        section.update(trace_args)
+        raw["workload"] = section
+        base_dir = None  # a trace path given at run time is relative to the working directory
     for key, value in overrides.items():
         raw[key] = value
     if wl_over:
@@ -187,6 +209,7 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
     reward = RewardWeights(**{k: rw.get(k, float, getattr(RewardWeights, k)) for k in
                               ("latency", "slo", "drop", "accuracy", "utilization")})
     rw.done()
+    top.get("trace_replay", dict, None)  # used above when trace= is given
     horizon = top.get("horizon", (float, type(None)), None, low=0.0)
     scenario = Scenario(
         name=name, cluster=cluster, workload=workload,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -70,32 +71,31 @@ class ModelVariant:
         return t
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage (task) of a job as a workload describes it, before it enters the system."""
+class StageSpec(NamedTuple):
+    """One stage (task) of a job as a workload describes it, before it enters the system.
+
+    ``parents`` are indices of this job's stages that must finish before this one is ready.
+    (A NamedTuple: immutable, and cheap to create by the thousand at every reset.)"""
 
     capability: str
     size: float
     size2: float = 0.0
     parents: tuple[int, ...] = ()
-    """Indices of this job's stages that must finish before this one is ready."""
     devices_required: int = 1
     min_accuracy: float = 0.0
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(NamedTuple):
     """A unit of work from a workload: one request (a single stage) or a DAG of stages.
 
-    The SLO applies to the whole job: every stage's deadline is ``arrival + slo``.
-    """
+    The SLO applies to the whole job: every stage's deadline is ``arrival + slo``. ``source``
+    says where the job came from (e.g. ``trace.csv:42``), for error messages."""
 
     arrival: float
     stages: tuple[StageSpec, ...]
     slo: float
     priority: float = 1.0
     source: str = ""
-    """Where the job came from (e.g. ``trace.csv:42``), for error messages."""
 
 
 @dataclass(eq=False, slots=True)
@@ -126,20 +126,19 @@ DROPPED = 4
 
 @dataclass(eq=False, slots=True)
 class TaskKind:
-    """What the simulator precomputes once for every task of the same (capability, size, size2,
-    accuracy floor, devices required): the window rows of masks and execution-time estimates."""
+    """What the simulator precomputes once for all tasks of the same (capability, size, size2,
+    accuracy floor, devices required): their row of the window arrays.
+
+    ``row`` is one flat float vector, so that a window of K tasks is built with one
+    ``np.array`` call: ``[cap, size, size2, min_accuracy, n, static (V*D), exec (V*D),
+    load (V*D), slot_variant (V)]`` where ``static`` is 1 where the variant slot can ever serve
+    the task on the device, ``exec`` the noise-free execution time (inf where static is 0) and
+    ``load`` the cold-start time of the slot's variant on the device."""
 
     key: tuple
     cap_index: int
     ideal: float
-    static: object
-    """(V, D) bool: the variant slot can ever serve this kind on the device."""
-    exec: object
-    """(V, D) float: noise-free execution time, inf where ``static`` is False."""
-    slot_variant: object
-    """(V,) global variant index of each slot (0 for padding slots)."""
-    vec: object
-    """(5,) float: cap index, size, size2, min accuracy, devices required."""
+    row: object
 
 
 @dataclass(eq=False, slots=True)
@@ -163,6 +162,8 @@ class Task:
     ideal: float
     """Fastest possible execution (best feasible variant and device type, resident, no queue)."""
     kind: TaskKind | None = None
+    slo: float = 1.0
+    """The job's SLO (relative deadline), the scale of the time features."""
     ready_time: float = math.nan
     """Time the task became ready (all parents done)."""
     state: int = PENDING

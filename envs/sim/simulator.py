@@ -22,7 +22,8 @@ from envs.sim.model import DONE, DROPPED, PENDING, QUEUED, RUNNING, Device, Job,
 from envs.workloads.base import Workload
 
 # Event kinds (ints: cheap to compare and to store in heap tuples).
-ARRIVAL, FINISH, EXPIRE, FAIL, RECOVER = 0, 1, 2, 3, 4
+# Arrivals are not heap events: they are read in order from the workload's sorted job list.
+FINISH, EXPIRE, FAIL, RECOVER = 1, 2, 3, 4
 
 # Reasons an assignment is refused (used in error messages).
 REASONS = {
@@ -115,6 +116,8 @@ class Simulator:
     def reset(self, seed_seq: np.random.SeedSequence) -> None:
         wl_ss, noise_ss, fail_ss = seed_seq.spawn(3)
         self.rng_noise = np.random.default_rng(noise_ss)
+        self._noise: list[float] = []
+        self._noise_i = 0
         self.rng_fail = np.random.default_rng(fail_ss)
         generated = self.workload.generate(np.random.default_rng(wl_ss), self.cluster)
         self.job_specs: list[JobSpec] = generated.jobs
@@ -147,18 +150,28 @@ class Simulator:
         if not hasattr(self, "_kinds"):
             self._kinds: dict[tuple, TaskKind] = {}  # kept across episodes: depends on the cluster only
             V, D = cl.num_slots, cl.num_devices
-            self._empty_kind = TaskKind((), 0, math.inf, np.zeros((V, D), bool), np.full((V, D), np.inf),
-                                        np.zeros(V, np.int64), np.array([0, 0, 0, 0, 1], float))
+            self._empty_kind = TaskKind((), 0, math.inf, np.concatenate(
+                [[0, 0, 0, 0, 1], np.zeros(V * D), np.full(V * D, np.inf), np.zeros(V * D), np.zeros(V)]))
+            VD = V * D  # column offsets in a kind's row
+            self._cols = (5, 5 + VD, 5 + 2 * VD, 5 + 3 * VD, 5 + 3 * VD + V)
             self.window_version = 0  # bumped at every window rebuild, never reset (cache key)
         self._last_arrival = self.job_specs[-1].arrival if self.job_specs else 0.0
         self._arrival_times: list[float] = []
         self._rate_ptr, self._rate_window = 0, -1.0
-        if self.job_specs:
-            self._push(self.job_specs[0].arrival, ARRIVAL, 0)
+        # Arrivals are read from the sorted job list with a pointer instead of the heap; at equal
+        # times heap events (completions, expiries, failures) are processed before arrivals.
+        arrivals = np.fromiter((j.arrival for j in self.job_specs), float, len(self.job_specs))
+        if len(arrivals) and (not np.all(np.isfinite(arrivals)) or arrivals[0] < 0 or np.any(np.diff(arrivals) < 0)):
+            bad = int(np.argmax(~np.isfinite(arrivals) | (arrivals < 0) | (np.diff(arrivals, prepend=0.0) < 0)))
+            raise ValueError(f"workload jobs must have finite, non-negative arrival times sorted in "
+                             f"order: job {bad} ({self.job_specs[bad].source or 'generated'}) arrives at "
+                             f"{arrivals[bad]}")
+        self._next_arrival = float(arrivals[0]) if len(arrivals) else math.inf
         if self.failures_enabled:
             for dev in self.devices:
                 self._schedule_failure(dev)
         self._window_dirty = True  # the first K queued tasks may have changed
+        self.dev_version = getattr(self, "dev_version", 0) + 1  # bumped when any device state changes
         self._dev_dirty = True  # device availability changed
         self._idle_up = cl.num_devices  # devices idle and up
 
@@ -183,7 +196,10 @@ class Simulator:
             self._push(self.now + self.rng_fail.exponential(mtbf), FAIL, dev.index)
 
     def next_event_time(self) -> float:
-        return self._events[0][0] if self._events else math.inf
+        """Time of the next pending event (``inf`` if none)."""
+        te = self._events[0][0] if self._events else math.inf
+        na = self._next_arrival
+        return na if na < te else te
 
     def _advance_clock(self, t: float) -> None:
         """Move time forward to ``t``, integrating the interval statistics."""
@@ -198,24 +214,35 @@ class Simulator:
                 st.busy_area += dt * self._busy_devices / self._up_devices
             self.now = t
 
-    def process_until(self, t: float) -> None:
-        """Process every event with time <= t, then set the clock to t."""
+    def _process_instant(self, t: float) -> None:
+        """Process every event at time ``t`` (the clock is at ``t``): heap events first, then
+        arrivals, until nothing is left at ``t``."""
         ev = self._events
         pop = heapq.heappop
-        while ev and ev[0][0] <= t:
-            time, _, kind, payload = pop(ev)
-            if time != self.now:
-                self._advance_clock(time)
-            if kind == ARRIVAL:
-                self._on_arrival(payload)
-            elif kind == FINISH:
-                self._on_finish(*payload)
-            elif kind == EXPIRE:
-                self._on_expire(payload)
-            elif kind == FAIL:
-                self._on_fail(payload)
-            elif kind == RECOVER:
-                self._on_recover(payload)
+        while True:
+            if ev and ev[0][0] <= t:
+                _, _, kind, payload = pop(ev)
+                if kind == FINISH:
+                    self._on_finish(*payload)
+                elif kind == EXPIRE:
+                    self._on_expire(payload)
+                elif kind == FAIL:
+                    self._on_fail(payload)
+                else:
+                    self._on_recover(payload)
+            elif self._next_arrival <= t:
+                self._on_arrival(self._next_job)
+            else:
+                return
+
+    def process_until(self, t: float) -> None:
+        """Process every event with time <= t, then set the clock to t."""
+        while True:
+            te = self.next_event_time()
+            if te > t:
+                break
+            self._advance_clock(te)
+            self._process_instant(te)
         if math.isfinite(t):
             self._advance_clock(t)
 
@@ -230,24 +257,25 @@ class Simulator:
 
     def advance_to_next_decision(self) -> None:
         """Advance time until some assignment is possible, the episode ends, or the horizon."""
-        while not self.done and self.now < self.horizon:
-            if self.has_decision():
+        horizon = self.horizon
+        while not self.done and self.now < horizon:
+            if self.queue and self._idle_up and self.has_decision():
                 return
-            if not self.step_time():
-                # Nothing will ever happen again (tasks that can never start): stop at horizon.
-                if math.isfinite(self.horizon):
-                    self._advance_clock(self.horizon)
+            t = self.next_event_time()
+            if t > horizon:  # nothing more before the horizon (or ever, if t is inf)
+                if horizon < math.inf:
+                    self._advance_clock(horizon)
                 return
+            if t != self.now:
+                self._advance_clock(t)
+            self._process_instant(t)
 
     # ------------------------------------------------------------------ handlers
     def _on_arrival(self, j: int) -> None:
-        spec = self.job_specs[j]
+        specs = self.job_specs
+        spec = specs[j]
         self._next_job = j + 1
-        if j + 1 < len(self.job_specs):
-            nxt = self.job_specs[j + 1]
-            if nxt.arrival < spec.arrival:
-                raise ValueError(f"workload jobs are not sorted by arrival (job {j + 1}: {nxt.source})")
-            self._push(nxt.arrival, ARRIVAL, j + 1)
+        self._next_arrival = specs[j + 1].arrival if j + 1 < self._n_jobs else math.inf
         job = Job(len(self.jobs), spec)
         self.jobs.append(job)
         self.counters.jobs_arrived += 1
@@ -258,7 +286,7 @@ class Simulator:
             kind = self._kinds.get((st.capability, st.size, st.size2, st.min_accuracy, st.devices_required)) \
                 or self._kind(st.capability, st.size, st.size2, st.min_accuracy, st.devices_required, spec)
             t = Task(self._task_ids, job, 0, st.capability, kind.cap_index, st.size, st.size2,
-                     st.devices_required, st.min_accuracy, spec.priority, math.nan, deadline, kind.ideal, kind)
+                     st.devices_required, st.min_accuracy, spec.priority, math.nan, deadline, kind.ideal, kind, spec.slo)
             self._task_ids += 1
             job.tasks.append(t)
             job.remaining = 1
@@ -271,7 +299,7 @@ class Simulator:
         for s, st in enumerate(spec.stages):
             kind = self._kind(st.capability, st.size, st.size2, st.min_accuracy, st.devices_required, spec)
             t = Task(self._task_ids, job, s, st.capability, kind.cap_index, st.size, st.size2,
-                     st.devices_required, st.min_accuracy, spec.priority, math.nan, deadline, kind.ideal, kind)
+                     st.devices_required, st.min_accuracy, spec.priority, math.nan, deadline, kind.ideal, kind, spec.slo)
             self._task_ids += 1
             feasible &= kind.ideal < math.inf
             if st.parents:
@@ -309,8 +337,10 @@ class Simulator:
         exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size + cl.slot_gamma[cap] * size2
         if n > 1:
             exec_t = exec_t / (1.0 + (n - 1) * cl.slot_scaling[cap])[:, None]
-        kind = TaskKind(key, cap, ideal, static, np.where(static, exec_t, np.inf),
-                        np.maximum(cl.slot_variant[cap], 0), np.array([cap, size, size2, min_accuracy, n], float))
+        row = np.concatenate([[cap, size, size2, min_accuracy, n], static.ravel(),
+                              np.where(static, exec_t, np.inf).ravel(), cl.slot_load[cap].ravel(),
+                              np.maximum(cl.slot_variant[cap], 0)]).astype(float)
+        kind = TaskKind(key, cap, ideal, row)
         self._kinds[key] = kind
         return kind
 
@@ -415,6 +445,7 @@ class Simulator:
         self._idle_by_type[dev.type_index] += 1
         self._idle_up += 1
         self._dev_dirty = True
+        self.dev_version += 1
 
     def _on_fail(self, d: int) -> None:
         dev = self.devices[d]
@@ -456,6 +487,7 @@ class Simulator:
         self._idle_by_type[dev.type_index] -= 1
         self._idle_up -= 1
         self._dev_dirty = True
+        self.dev_version += 1
         self._push(self.now + self.rng_fail.exponential(dev.type.mttr_s) if dev.type.mttr_s > 0 else self.now,
                    RECOVER, d)
 
@@ -474,6 +506,7 @@ class Simulator:
         self._idle_by_type[dev.type_index] += 1
         self._idle_up += 1
         self._dev_dirty = True
+        self.dev_version += 1
         self._schedule_failure(dev)
 
     # ================================================================== decisions
@@ -502,27 +535,28 @@ class Simulator:
         self.window = win
         self.window_version += 1
         kinds = [t.kind for t in win]
-        times = [(t.arrival, t.deadline, t.priority) for t in win]
+        times = [(t.arrival, t.deadline, t.priority, t.slo) for t in win]
         if n < K:
             kinds += [self._empty_kind] * (K - n)
-            times += [(0.0, 1.0, 0.0)] * (K - n)
-        vec = np.array([k.vec for k in kinds])  # (K, 5)
+            times += [(0.0, 1.0, 0.0, 1.0)] * (K - n)
+        rows = np.array([k.row for k in kinds])  # (K, row width)
         tm = np.array(times)  # (K, 3)
-        present = np.zeros(K, dtype=bool)
-        present[:n] = True
+        V, D = self.cluster.num_slots, self.cluster.num_devices
+        c0, c1, c2, c3, c4 = self._cols
         #: (K,) attributes of the window's tasks (padding rows: zeros, not present).
-        self.w_caps = vec[:, 0].astype(np.int64)
-        self.w_size, self.w_size2, self.w_min_acc = vec[:, 1], vec[:, 2], vec[:, 3]
-        self.w_nreq = vec[:, 4].astype(np.int64)
-        self.w_present = present
-        self.w_arrival, self.w_deadline, self.w_priority = tm[:, 0], tm[:, 1], tm[:, 2]
+        self.w_caps = rows[:, 0].astype(np.int64)
+        self.w_size, self.w_size2, self.w_min_acc = rows[:, 1], rows[:, 2], rows[:, 3]
+        self.w_nreq = rows[:, 4].astype(np.int64)
+        self.w_present = np.arange(K) < n
+        self.w_arrival, self.w_deadline, self.w_priority, self.w_slo = tm[:, 0], tm[:, 1], tm[:, 2], tm[:, 3]
         self.w_count = n
         #: (K, V, D) assignments valid whenever the device is idle and up.
-        self.static_mask = np.array([k.static for k in kinds])
+        self.static_mask = (rows[:, c0:c1] > 0.5).reshape(K, V, D)
         #: (K, V, D) noise-free execution time, inf where the pair can never run.
-        self.w_exec = np.array([k.exec for k in kinds])
-        self.w_slot_variant = np.array([k.slot_variant for k in kinds])  # (K, V)
-        self.w_load = self.cluster.slot_load[self.w_caps]  # (K, V, D)
+        self.w_exec = rows[:, c1:c2].reshape(K, V, D)
+        #: (K, V, D) cold-start time of the slot's variant on each device.
+        self.w_load = rows[:, c2:c3].reshape(K, V, D)
+        self.w_slot_variant = rows[:, c3:c4].astype(np.int64)  # (K, V)
         self.w_kinds = kinds
 
     def has_decision(self) -> bool:
@@ -569,13 +603,14 @@ class Simulator:
             return "gang"
         return None
 
-    def assign(self, k: int, v: int, d: int) -> Task:
+    def assign(self, k: int, v: int, d: int, checked: bool = False) -> Task:
         """Start window task ``k`` with variant slot ``v`` on device ``d`` (plus, for an n-device
         task, n-1 more idle devices of the same type, same node first). Raises ValueError with
         the reason if the assignment is invalid."""
-        reason = self.check_assignment(k, v, d)
-        if reason is not None:
-            raise ValueError(f"invalid assignment (slot {k}, variant {v}, device {d}): {REASONS[reason]}")
+        if not checked:
+            reason = self.check_assignment(k, v, d)
+            if reason is not None:
+                raise ValueError(f"invalid assignment (slot {k}, variant {v}, device {d}): {REASONS[reason]}")
         cl = self.cluster
         t = self.window[k]
         m = int(cl.slot_variant[t.cap_index, v])
@@ -590,9 +625,9 @@ class Simulator:
         load = 0.0
         for e in devs:
             load = max(load, self._make_resident(m, e))
-        exec_t = cl.exec_time(m, int(cl.dev_type[d]), t.size, t.size2, t.devices_required)
+        exec_t = float(self.w_exec[k, v, d])
         if self.noise_sigma > 0:
-            exec_t *= math.exp(self.noise_sigma * abs(self.rng_noise.standard_normal()))
+            exec_t *= math.exp(self.noise_sigma * abs(self._normal()))
         start = self.now
         end = start + load + exec_t
         t.state = RUNNING
@@ -619,8 +654,18 @@ class Simulator:
         self._idle_by_type[cl.dev_type[d]] -= len(devs)
         self._idle_up -= len(devs)
         self._dev_dirty = True
+        self.dev_version += 1
         self._push(end, FINISH, (t, t.requeues))
         return t
+
+    def _normal(self) -> float:
+        """Next standard normal of the service-noise stream (drawn in blocks: same sequence)."""
+        i = self._noise_i
+        if i >= len(self._noise):
+            self._noise = self.rng_noise.standard_normal(1024).tolist()
+            i = 0
+        self._noise_i = i + 1
+        return self._noise[i]
 
     def _make_resident(self, m: int, d: int) -> float:
         """Ensure variant m is resident on idle device d (evicting LRU variants); return the load
@@ -641,6 +686,7 @@ class Simulator:
         dev.resident[m] = self.now
         dev.memory_used += need
         self.resident[m, d] = True
+        self.dev_version += 1
         self.dev_memory_used[d] = dev.memory_used
         self.counters.cold_starts += 1
         return float(cl.load_time[m, d])

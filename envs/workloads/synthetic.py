@@ -79,8 +79,13 @@ class RequestWorkload(Workload):
         """Mean arrival rate (requests/s): ``rate``, or the rate giving ``load`` on average."""
         if self.rate is not None:
             return self.rate
-        return arrival_rate_for_load(self.load, self.mix, ctx, {c: self.sizes[c].mean for c in self.mix},
+        cached = getattr(self, "_rate_cache", None)
+        if cached is not None and cached[0] is ctx:  # depends on the cluster only
+            return cached[1]
+        rate = arrival_rate_for_load(self.load, self.mix, ctx, {c: self.sizes[c].mean for c in self.mix},
                                      {c: self.sizes2[c].mean for c in self.mix if c in self.sizes2})
+        self._rate_cache = (ctx, rate)
+        return rate
 
     def interarrivals(self, rng: np.random.Generator, rate: float) -> np.ndarray:
         return self.arrival.interarrivals(rng, self.num_jobs, rate)
