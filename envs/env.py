@@ -16,6 +16,7 @@ from envs.sim.metrics import episode_metrics
 from envs.sim.simulator import REASONS, Simulator
 
 _LOG_SIZE = math.log1p(1e5)  # sizes up to ~100k items/tokens/iterations map into [0, 1]
+_MAX_CACHED_ROWS = 8192  # task feature rows cached at most (continuous sizes: one per task)
 
 
 class MaskedDiscrete(spaces.Discrete):
@@ -142,15 +143,15 @@ class SchedulingEnv(gym.Env):
         self._tau = float(np.median([cl.reference_time(c) for c in cl.capabilities]))
         self._max_pool = float(cl.type_count.max())
         self._type_onehot = np.eye(T, dtype=np.float32)[cl.dev_type]
-        self._cap_eye = np.eye(C, dtype=np.float32)
         self._devices_obs = np.zeros((self.D, self.device_features), dtype=np.float32)
         self._devices_obs[:, :T] = self._type_onehot
         self._rate_window = 10.0 * self._tau
         self._obs_window_key = None
         self._obs_dev_key = None
-        self._time_a = np.zeros((self.K, 2))
-        self._time_b = np.zeros((self.K, 2))
-        self._kind_rows: dict[tuple, np.ndarray] = {}
+        self._task_rows: dict[tuple, np.ndarray] = {}
+        self._pad_row = np.zeros(self.task_features, dtype=np.float32)
+        self._time_coef = np.array([0.25, -1.0])  # waited / (4 SLO), slack / SLO per 1 / SLO
+        self._time_coef_b = np.array([-0.25, 1.0])
         self._T = T
         self._inv_dev_memory = 1.0 / cl.dev_memory
         self._col_prio, self._col_waited, self._col_slack = 3 + C, 4 + C, 5 + C
@@ -244,9 +245,12 @@ class SchedulingEnv(gym.Env):
             self._encode_window()
         # waited / (4 SLO) and slack / SLO are affine in time: now * a + b, clipped to [-1, 1]
         # (padding rows have a = b = 0).
+        x = self._time_a * now
+        x += self._time_b
+        np.maximum(x, -1.0, out=x)
+        np.minimum(x, 1.0, out=x)
         tasks = self._tasks_obs.copy()
-        tasks[:, self._col_waited:self._col_slack + 1] = np.minimum(
-            np.maximum(self._time_a * now + self._time_b, -1.0), 1.0)
+        tasks[:, self._col_waited:self._col_slack + 1] = x
         dev = self._devices_obs
         T = self._T
         if sim.dev_version != self._obs_dev_key:
@@ -260,11 +264,9 @@ class SchedulingEnv(gym.Env):
         dev[:, T + 2] = remaining / (remaining + self._tau)
         # Estimated latency at completion over SLO, x = (free_at - arrival + load if cold + exec)
         # / SLO, encoded as min(x, 4) / 2 - 1 (inf, never runs, -> 1). Per window the parts that
-        # do not change are precomputed (_est_base, _est_load); per step only device free times
-        # and residency enter.
-        warm = sim.resident[sim.w_slot_variant]  # (K, V, D)
-        est = self._est_load * ~warm
-        est += self._est_base
+        # do not change are precomputed for a resident and a cold variant (_est_warm,
+        # _est_cold); per step only device free times and residency enter.
+        est = np.where(sim.resident[sim.w_slot_variant], self._est_warm, self._est_cold)  # (K, V, D)
         est += self._est_inv_slo * free_at
         np.minimum(est, 1.0, out=est)
         K = self.K
@@ -280,46 +282,47 @@ class SchedulingEnv(gym.Env):
         ], dtype=np.float32)
         return {"tasks": tasks, "devices": dev.copy(), "estimates": est.astype(np.float32), "global": glob}
 
-    def _kind_features(self, kind) -> np.ndarray:
-        """Time-independent features of a task kind (cached per kind)."""
-        row = self._kind_rows.get(kind.key)
+    def _task_row(self, t) -> np.ndarray:
+        """Time-independent features of a task: they depend on its kind and priority only
+        (cached per pair; kinds hash by identity, cheaper than their key tuple)."""
+        key = (t.kind, t.priority)
+        row = self._task_rows.get(key)
         if row is None:
+            if len(self._task_rows) >= _MAX_CACHED_ROWS:  # continuous sizes: stay bounded
+                self._task_rows.clear()
             C = self.sim.cluster.num_caps
             row = np.zeros(self.task_features, dtype=np.float32)
-            if kind.key:  # padding kind has an empty key: all zeros
-                cap, size, size2, min_acc, n = kind.row[:5]
-                row[0] = 1.0
-                row[1 + int(cap)] = 1.0
-                row[1 + C] = min(math.log1p(size) / _LOG_SIZE, 1.0)
-                row[2 + C] = min(math.log1p(size2) / _LOG_SIZE, 1.0)
-                row[6 + C] = min_acc
-                row[7 + C] = min(n / self._max_pool, 1.0)
-            self._kind_rows[kind.key] = row
+            size, size2, min_acc, cap, n = t.kind.row[:5]
+            row[0] = 1.0
+            row[1 + int(cap)] = 1.0
+            row[1 + C] = min(math.log1p(size) / _LOG_SIZE, 1.0)
+            row[2 + C] = min(math.log1p(size2) / _LOG_SIZE, 1.0)
+            row[self._col_prio] = t.priority / (1.0 + t.priority)
+            row[6 + C] = min_acc
+            row[7 + C] = min(n / self._max_pool, 1.0)
+            self._task_rows[key] = row
         return row
 
     def _encode_window(self) -> None:
         """Everything of the observation that changes only with the window (once per window)."""
         sim = self.sim
         self._obs_window_key = sim.window_version
-        tasks = np.array([self._kind_features(k) for k in sim.w_kinds])
-        prio = sim.w_priority
-        tasks[:, self._col_prio] = prio / (1.0 + prio)
-        self._tasks_obs = tasks
-        arrival, deadline = sim.w_arrival, sim.w_deadline
+        rows = [self._task_row(t) for t in sim.window]
+        if len(rows) < self.K:
+            rows += [self._pad_row] * (self.K - len(rows))
+        self._tasks_obs = np.array(rows)
+        arrival = sim.w_arrival
         inv_slo = 1.0 / sim.w_slo  # the job's SLO (padding rows: 1)
-        p = inv_slo * sim.w_present  # 0 on padding rows
+        p = (inv_slo * sim.w_present)[:, None]  # 0 on padding rows
         # Columns (waited / (4 SLO), slack / SLO) = now * a + b.
-        a, b = self._time_a, self._time_b
-        a[:, 0] = 0.25 * p
-        a[:, 1] = -p
-        b[:, 0] = -0.25 * arrival * p
-        b[:, 1] = deadline * p
+        self._time_a = self._time_coef * p
+        self._time_b = sim.w_times[:, :2] * self._time_coef_b * p
         half = (0.5 * inv_slo)[:, None, None]
         base = sim.w_exec - arrival[:, None, None]  # inf on padding rows and never-runs pairs
         base *= half
         base -= 1.0
-        self._est_base = base
-        self._est_load = sim.w_load * half
+        self._est_warm = base
+        self._est_cold = sim.w_load * half + base
         self._est_inv_slo = half
 
     def _info(self, final: bool) -> dict[str, Any]:

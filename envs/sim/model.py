@@ -130,10 +130,11 @@ class TaskKind:
     accuracy floor, devices required): their row of the window arrays.
 
     ``row`` is one flat float vector, so that a window of K tasks is built with one
-    ``np.array`` call: ``[cap, size, size2, min_accuracy, n, static (V*D), exec (V*D),
-    load (V*D), slot_variant (V)]`` where ``static`` is 1 where the variant slot can ever serve
-    the task on the device, ``exec`` the noise-free execution time (inf where static is 0) and
-    ``load`` the cold-start time of the slot's variant on the device."""
+    ``np.array`` call: ``[size, size2, min_accuracy, cap, n, slot_variant (V), static (V*D),
+    exec (V*D), load (V*D)]`` (the integer columns adjacent, so that one cast gives them) where
+    ``static`` is 1 where the variant slot can ever serve the task on the device, ``exec`` the
+    noise-free execution time (inf where static is 0) and ``load`` the cold-start time of the
+    slot's variant on the device."""
 
     key: tuple
     cap_index: int

@@ -21,6 +21,12 @@ from envs.sim.cluster import Cluster
 from envs.sim.model import DONE, DROPPED, PENDING, QUEUED, RUNNING, Device, Job, JobSpec, Task, TaskKind
 from envs.workloads.base import Workload
 
+# Task kinds cached across episodes at most (workloads with continuous sizes have one per task).
+_MAX_KINDS = 8192
+
+# Counter of each drop reason.
+_DROP_COUNTER = {r: f"dropped_{r}" for r in ("queue_full", "expired", "infeasible", "with_job")}
+
 # Event kinds (ints: cheap to compare and to store in heap tuples).
 # Arrivals are not heap events: they are read in order from the workload's sorted job list.
 FINISH, EXPIRE, FAIL, RECOVER = 1, 2, 3, 4
@@ -143,6 +149,7 @@ class Simulator:
         # Dense dynamic state mirrored in arrays for vectorised masks/estimates.
         self.dev_up = np.ones(cl.num_devices, dtype=bool)
         self.dev_idle = np.ones(cl.num_devices, dtype=bool)
+        self._avail = np.ones(cl.num_devices, dtype=bool)  # dev_idle & dev_up, kept in step
         self.dev_busy_until = np.zeros(cl.num_devices)
         self.dev_memory_used = np.zeros(cl.num_devices)
         self.resident = np.zeros((cl.num_variants, cl.num_devices), dtype=bool)
@@ -151,10 +158,14 @@ class Simulator:
             self._kinds: dict[tuple, TaskKind] = {}  # kept across episodes: depends on the cluster only
             V, D = cl.num_slots, cl.num_devices
             self._empty_kind = TaskKind((), 0, math.inf, np.concatenate(
-                [[0, 0, 0, 0, 1], np.zeros(V * D), np.full(V * D, np.inf), np.zeros(V * D), np.zeros(V)]))
-            VD = V * D  # column offsets in a kind's row
-            self._cols = (5, 5 + VD, 5 + 2 * VD, 5 + 3 * VD, 5 + 3 * VD + V)
+                [[0, 0, 0, 0, 1], np.zeros(V), np.zeros(V * D), np.full(V * D, np.inf), np.zeros(V * D)]))
+            # w_present for each window fill n (shared, so read-only).
+            self._present = [np.arange(self.K) < n for n in range(self.K + 1)]
+            for p in self._present:
+                p.flags.writeable = False
             self.window_version = 0  # bumped at every window rebuild, never reset (cache key)
+        elif len(self._kinds) > _MAX_KINDS:  # continuous sizes make a kind per task: stay bounded
+            self._kinds.clear()
         self._last_arrival = self.job_specs[-1].arrival if self.job_specs else 0.0
         self._arrival_times: list[float] = []
         self._rate_ptr, self._rate_window = 0, -1.0
@@ -337,9 +348,9 @@ class Simulator:
         exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size + cl.slot_gamma[cap] * size2
         if n > 1:
             exec_t = exec_t / (1.0 + (n - 1) * cl.slot_scaling[cap])[:, None]
-        row = np.concatenate([[cap, size, size2, min_accuracy, n], static.ravel(),
-                              np.where(static, exec_t, np.inf).ravel(), cl.slot_load[cap].ravel(),
-                              np.maximum(cl.slot_variant[cap], 0)]).astype(float)
+        row = np.concatenate([[size, size2, min_accuracy, cap, n], np.maximum(cl.slot_variant[cap], 0),
+                              static.ravel(), np.where(static, exec_t, np.inf).ravel(),
+                              cl.slot_load[cap].ravel()]).astype(float)
         kind = TaskKind(key, cap, ideal, row)
         self._kinds[key] = kind
         return kind
@@ -390,8 +401,8 @@ class Simulator:
             t.finish = self.now
             c.dropped += 1
             self.stats.drops += 1
-            key = reason if (t is first or reason == "infeasible" or first is None) else "with_job"
-            setattr(c, f"dropped_{key}", getattr(c, f"dropped_{key}") + 1)
+            attr = _DROP_COUNTER[reason if (t is first or reason == "infeasible" or first is None) else "with_job"]
+            setattr(c, attr, getattr(c, attr) + 1)
 
     def _on_expire(self, t: Task) -> None:
         if t.state == QUEUED:
@@ -440,6 +451,7 @@ class Simulator:
         dev.task = None
         dev.busy_until = self.now
         self.dev_idle[d] = True
+        self._avail[d] = True
         self.dev_busy_until[d] = self.now
         self._busy_devices -= 1
         self._idle_by_type[dev.type_index] += 1
@@ -482,6 +494,7 @@ class Simulator:
         self.dev_memory_used[d] = 0.0
         self.dev_up[d] = False
         self.dev_idle[d] = True
+        self._avail[d] = False
         self.dev_busy_until[d] = self.now
         self._up_devices -= 1
         self._idle_by_type[dev.type_index] -= 1
@@ -502,6 +515,7 @@ class Simulator:
         dev = self.devices[d]
         dev.up = True
         self.dev_up[d] = True
+        self._avail[d] = True
         self._up_devices += 1
         self._idle_by_type[dev.type_index] += 1
         self._idle_up += 1
@@ -519,14 +533,14 @@ class Simulator:
             self._build_window()
         if self._dev_dirty:
             self._dev_dirty = False
-            cl = self.cluster
-            mask = self.static_mask & (self.dev_idle & self.dev_up)[None, None, :]
-            nreq = self.w_nreq
-            if self._has_gangs and (nreq > 1).any():
-                idle_of_dev_type = self._idle_by_type[cl.dev_type]  # (D,)
-                mask &= (idle_of_dev_type[None, :] >= nreq[:, None])[:, None, :]
+            mask = self.static_mask & self._avail
+            if self._has_gangs:
+                nreq = self.w_nreq
+                if (nreq > 1).any():
+                    idle_of_dev_type = self._idle_by_type[self.cluster.dev_type]  # (D,)
+                    mask &= (idle_of_dev_type[None, :] >= nreq[:, None])[:, None, :]
             self.mask = mask
-            self._any_valid = bool(mask.any())
+            self._any_valid = np.count_nonzero(mask) > 0  # cheaper than mask.any() on small arrays
 
     def _build_window(self) -> None:
         K = self.K
@@ -535,28 +549,31 @@ class Simulator:
         self.window = win
         self.window_version += 1
         kinds = [t.kind for t in win]
-        times = [(t.arrival, t.deadline, t.priority, t.slo) for t in win]
+        times = [x for t in win for x in (t.arrival, t.deadline, t.priority, t.slo)]
         if n < K:
             kinds += [self._empty_kind] * (K - n)
-            times += [(0.0, 1.0, 0.0, 1.0)] * (K - n)
-        rows = np.array([k.row for k in kinds])  # (K, row width)
-        tm = np.array(times)  # (K, 3)
+            times += [0.0, 1.0, 0.0, 1.0] * (K - n)
+        # One array per window; every w_* array is a view of it (or of its int copy).
+        rows = np.array([k.row for k in kinds])  # (K, row width), layout in TaskKind
+        tm = np.array(times).reshape(K, 4)
         V, D = self.cluster.num_slots, self.cluster.num_devices
-        c0, c1, c2, c3, c4 = self._cols
+        ints = rows[:, 3:5 + V].astype(np.int64)
         #: (K,) attributes of the window's tasks (padding rows: zeros, not present).
-        self.w_caps = rows[:, 0].astype(np.int64)
-        self.w_size, self.w_size2, self.w_min_acc = rows[:, 1], rows[:, 2], rows[:, 3]
-        self.w_nreq = rows[:, 4].astype(np.int64)
-        self.w_present = np.arange(K) < n
+        self.w_size, self.w_size2, self.w_min_acc = rows[:, 0], rows[:, 1], rows[:, 2]
+        self.w_caps, self.w_nreq = ints[:, 0], ints[:, 1]
+        self.w_slot_variant = ints[:, 2:]  # (K, V)
+        self.w_present = self._present[n]
+        #: (K, 4) arrival, deadline, priority and SLO (padding rows: 0, 1, 0, 1), also as columns:
+        self.w_times = tm
         self.w_arrival, self.w_deadline, self.w_priority, self.w_slo = tm[:, 0], tm[:, 1], tm[:, 2], tm[:, 3]
         self.w_count = n
+        per_pair = rows[:, 5 + V:].reshape(K, 3, V, D)
         #: (K, V, D) assignments valid whenever the device is idle and up.
-        self.static_mask = (rows[:, c0:c1] > 0.5).reshape(K, V, D)
+        self.static_mask = per_pair[:, 0] > 0.5
         #: (K, V, D) noise-free execution time, inf where the pair can never run.
-        self.w_exec = rows[:, c1:c2].reshape(K, V, D)
+        self.w_exec = per_pair[:, 1]
         #: (K, V, D) cold-start time of the slot's variant on each device.
-        self.w_load = rows[:, c2:c3].reshape(K, V, D)
-        self.w_slot_variant = rows[:, c3:c4].astype(np.int64)  # (K, V)
+        self.w_load = per_pair[:, 2]
         self.w_kinds = kinds
 
     def has_decision(self) -> bool:
@@ -648,6 +665,7 @@ class Simulator:
             dev.loading_until = start + load
             dev.busy_time += end - start
             self.dev_idle[e] = False
+            self._avail[e] = False
             self.dev_busy_until[e] = end
             self._gantt.append((e, start, end, m, load > 0, False))
         self._busy_devices += len(devs)

@@ -108,20 +108,21 @@ class RequestWorkload(Workload):
             if c in self.sizes2:
                 sel = cap_idx == i
                 sizes2[sel] = self.sizes2[c].sample(rng, int(sel.sum()))
+        # Per job only Python-level work on plain lists (faster than numpy scalars).
+        floors = [self.min_accuracy.get(c) for c in caps]
+        min_accs = [f.value if f is not None and u < f.prob else 0.0
+                    for f, u in zip(map(floors.__getitem__, cap_idx.tolist()), floor_u.tolist())]
         ref_cache: dict[tuple[str, float, float], float] = {}
+        mult = self.slo_multiplier
         jobs = []
-        for j in range(n):
-            cap = caps[cap_idx[j]]
-            s1, s2 = float(sizes[j]), float(sizes2[j])
-            floor = self.min_accuracy.get(cap)
-            min_acc = floor.value if floor is not None and floor_u[j] < floor.prob else 0.0
+        for ci, s1, s2, min_acc, arrival, prio in zip(cap_idx.tolist(), sizes.tolist(), sizes2.tolist(),
+                                                     min_accs, arrivals.tolist(), prios.tolist()):
+            cap = caps[ci]
             key = (cap, s1, s2)
             ref = ref_cache.get(key)
             if ref is None:
                 ref = ref_cache[key] = ctx.reference_time(cap, s1, s2)
-            stage = StageSpec(capability=cap, size=s1, size2=s2, min_accuracy=min_acc)
-            jobs.append(JobSpec(arrival=float(arrivals[j]), stages=(stage,), slo=self.slo_multiplier * ref,
-                                priority=float(prios[j])))
+            jobs.append(JobSpec(arrival, (StageSpec(cap, s1, s2, (), 1, min_acc),), mult * ref, prio))
         return GeneratedWorkload(jobs)
 
     @classmethod
