@@ -15,7 +15,6 @@ from envs.scenarios.loader import Scenario, load_scenario
 from envs.sim.metrics import episode_metrics
 from envs.sim.simulator import REASONS, Simulator
 
-_LOG_SIZE = math.log1p(1e5)  # sizes up to ~100k items/tokens/iterations map into [0, 1]
 _MAX_CACHED_ROWS = 8192  # task feature rows cached at most (continuous sizes: one per task)
 
 
@@ -63,17 +62,20 @@ class SchedulingEnv(gym.Env):
 
     ``Dict`` of float32 ``Box`` es, each within [-1, 1]:
 
-    * ``tasks`` (K, 1 + C + 7): present, capability one-hot, log size, log size2, priority
+    * ``tasks`` (K, 1 + C + 7): present, capability one-hot, log size and log size2 (over the
+      log of twice the largest size of a reference draw, at least 1e5), priority
       p / (1 + p), waited / (4 SLO) (clipped to [0, 1]), slack / SLO (clipped to [-1, 1]),
       minimum accuracy, devices required / largest device pool. SLO is the job's SLO; waited
       counts from the time the task became ready. Empty slots are all zeros.
-    * ``devices`` (D, T + 4 + M): type one-hot, up, busy, remaining busy time r / (r + tau),
-      free memory fraction, resident variants (multi-hot over the M variants).
+    * ``devices`` (D, T + 4 + M): type one-hot, up, busy, remaining busy time r / (r + tau)
+      (tau: the median job SLO of a reference draw of the workload), free memory fraction,
+      resident variants (multi-hot over the M variants).
     * ``estimates`` (K, V, D): estimated latency at completion over SLO of each candidate
       assignment (time waited + device wait + load if cold + execution), as clip(x, 0, 4) / 2 - 1;
       1 where the pair can never run. A per-action feature for attention-style policies.
     * ``global`` (5,): backlog beyond K as b / (b + K), elapsed fraction of the horizon (or of
-      the workload span), recent arrival rate over its episode mean as r / (r + 1), current
+      the workload span), recent arrival rate (over about 20 mean inter-arrival gaps) over its
+      episode mean as r / (r + 1), current
       device utilization, queue fill fraction.
 
     ## Rewards
@@ -139,13 +141,25 @@ class SchedulingEnv(gym.Env):
             "estimates": box(self.K, self.V, self.D),
             "global": box(5),
         })
-        # Time scale for squashing durations: the median SLO-anchor latency of the capabilities.
-        self._tau = float(np.median([cl.reference_time(c) for c in cl.capabilities]))
+        # Scales of the observation come from one reference draw of the workload (seed 0), fixed
+        # for the env's lifetime so that features mean the same in every episode and every env
+        # of a vector: durations squash with the median job SLO, the arrival-rate window holds
+        # about 20 arrivals on average, and sizes saturate well above the largest drawn size.
+        # (For a trace this also reads the file now, so a malformed trace fails at make().)
+        ref = sc.workload.generate(np.random.default_rng(np.random.SeedSequence(0)), cl).jobs
+        if ref:
+            self._tau = float(np.median([j.slo for j in ref]))
+            span = max(ref[-1].arrival - ref[0].arrival, 1e-9)
+            self._rate_window = 20.0 * span / max(len(ref) - 1, 1)
+            biggest = max(max(st.size, st.size2) for j in ref for st in j.stages)
+        else:
+            self._tau = float(np.median([cl.reference_time(c) for c in cl.capabilities]))
+            self._rate_window, biggest = 10.0 * self._tau, 0.0
+        self._log_size = math.log1p(max(1e5, 2.0 * biggest))
         self._max_pool = float(cl.type_count.max())
         self._type_onehot = np.eye(T, dtype=np.float32)[cl.dev_type]
         self._devices_obs = np.zeros((self.D, self.device_features), dtype=np.float32)
         self._devices_obs[:, :T] = self._type_onehot
-        self._rate_window = 10.0 * self._tau
         self._obs_window_key = None
         self._obs_dev_key = None
         self._task_rows: dict[tuple, np.ndarray] = {}
@@ -295,8 +309,8 @@ class SchedulingEnv(gym.Env):
             size, size2, min_acc, cap, n = t.kind.row[:5]
             row[0] = 1.0
             row[1 + int(cap)] = 1.0
-            row[1 + C] = min(math.log1p(size) / _LOG_SIZE, 1.0)
-            row[2 + C] = min(math.log1p(size2) / _LOG_SIZE, 1.0)
+            row[1 + C] = min(math.log1p(size) / self._log_size, 1.0)
+            row[2 + C] = min(math.log1p(size2) / self._log_size, 1.0)
             row[self._col_prio] = t.priority / (1.0 + t.priority)
             row[6 + C] = min_acc
             row[7 + C] = min(n / self._max_pool, 1.0)

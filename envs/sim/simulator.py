@@ -487,6 +487,17 @@ class Simulator:
             self.queue.insert(i, t)
             if i < self.K:
                 self._window_dirty = True
+            if t.job.dropped:  # its job already failed while it ran: nothing left to serve
+                self._remove_queued(t)
+                c.queued -= 1
+                self._inv_ideal_sum -= t.priority / t.ideal
+                t.state = DROPPED
+                t.finish = self.now
+                c.dropped += 1
+                c.dropped_with_job += 1
+                self.stats.drops += 1
+            elif self.drop_expired and t.deadline <= self.now:  # its expiry passed while it ran
+                self._drop_job(t.job, "expired", first=t)
         dev.up = False
         dev.resident.clear()
         dev.memory_used = 0.0
