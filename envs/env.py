@@ -75,8 +75,7 @@ class SchedulingEnv(gym.Env):
       1 where the pair can never run. A per-action feature for attention-style policies.
     * ``global`` (5,): backlog beyond K as b / (b + K), elapsed fraction of the horizon (or of
       the workload span), recent arrival rate (over about 20 mean inter-arrival gaps) over its
-      episode mean as r / (r + 1), current
-      device utilization, queue fill fraction.
+      episode mean as r / (r + 1), current device utilization, queue fill fraction.
 
     ## Rewards
 
