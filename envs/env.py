@@ -161,6 +161,7 @@ class SchedulingEnv(gym.Env):
         self._devices_obs[:, :T] = self._type_onehot
         self._obs_window_key = None
         self._obs_dev_key = None
+        self._failures = self.sim.failures_enabled
         self._task_rows: dict[tuple, np.ndarray] = {}
         self._pad_row = np.zeros(self.task_features, dtype=np.float32)
         self._time_coef = np.array([0.25, -1.0])  # waited / (4 SLO), slack / SLO per 1 / SLO
@@ -280,6 +281,8 @@ class SchedulingEnv(gym.Env):
         # do not change are precomputed for a resident and a cold variant (_est_warm,
         # _est_cold); per step only device free times and residency enter.
         est = np.where(sim.resident[sim.w_slot_variant], self._est_warm, self._est_cold)  # (K, V, D)
+        if self._failures:  # a failed device never completes anything (until it is repaired)
+            free_at = np.where(sim.dev_up, free_at, np.inf)
         est += self._est_inv_slo * free_at
         np.minimum(est, 1.0, out=est)
         K = self.K

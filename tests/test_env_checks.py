@@ -43,7 +43,7 @@ def assert_same(a, b):
             assert_same(a[k], b[k])
     elif isinstance(a, (tuple, list)):
         assert len(a) == len(b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             assert_same(x, y)
     elif isinstance(a, np.ndarray):
         np.testing.assert_array_equal(a, b)

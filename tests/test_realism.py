@@ -656,3 +656,20 @@ def test_requeued_stage_of_a_dropped_job_is_dropped():
     sim.process_until(0.75)
     assert sim.accounting() == {"arrived": 3, "completed": 0, "dropped": 3, "queued": 0, "running": 0}
     assert not sim.queue
+
+
+def test_failed_device_has_no_finite_estimate():
+    """While a device is down, no candidate on it looks attractive: its estimates are inf in the
+    simulator's view and saturate (1.0) in the observation."""
+    jobs = [request(0.0), request(0.0), request(0.0)]
+    env = SchedulingEnv(make_scenario(golden_cluster(n_gpus=2, mtbf=1e9, mttr=5.0), jobs))
+    env.reset(seed=0)
+    sim = env.sim
+    sim._push(0.0, FAIL, 1)
+    sim.process_until(0.0)
+    assert not sim.dev_up[1]
+    assert np.isinf(sim.estimates()[:, :, 1]).all()
+    assert np.isfinite(sim.estimates()[0, :, 0]).all()
+    obs = env._observation()
+    assert (obs["estimates"][:, :, 1] == 1.0).all()
+    assert env.observation_space.contains(obs)

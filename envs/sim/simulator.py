@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.sim.cluster import Cluster
-from envs.sim.model import DONE, DROPPED, PENDING, QUEUED, RUNNING, Device, Job, JobSpec, Task, TaskKind
+from envs.sim.model import (
+    DONE,
+    DROPPED,
+    QUEUED,
+    RUNNING,
+    Device,
+    Job,
+    JobSpec,
+    Task,
+    TaskKind,
+)
 from envs.workloads.base import Workload
 
 # Task kinds cached across episodes at most (workloads with continuous sizes have one per task).
@@ -601,10 +611,11 @@ class Simulator:
     def estimates(self) -> np.ndarray:
         """(K, V, D) estimated completion time from now of each candidate assignment: wait for
         the device to be free, load the variant if not resident, execute (noise-free). ``inf``
-        where the assignment can never be made."""
+        where the assignment can never be made, and on failed devices (their repair time is
+        unknown to a scheduler)."""
         self._refresh_window()
         cold = ~self.resident[self.w_slot_variant]  # (K, V, D)
-        wait = np.maximum(self.dev_busy_until - self.now, 0.0)
+        wait = np.where(self.dev_up, np.maximum(self.dev_busy_until - self.now, 0.0), np.inf)
         return self.w_exec + wait + cold * self.w_load
 
     def check_assignment(self, k: int, v: int, d: int) -> str | None:

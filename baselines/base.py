@@ -1,0 +1,152 @@
+"""The policy interface shared by heuristics and trained SB3 models, and a per-decision state view.
+
+Every policy offers SB3's ``predict(obs, state=None, episode_start=None, deterministic=True,
+action_masks=None) -> (action, state)``, so one rollout function (``baselines.rollout``)
+evaluates heuristics and trained agents alike. Heuristics ignore the observation (whose layout
+may change) and read the simulator's read-only state through ``env.unwrapped.sim``; they never
+return a masked action.
+
+:class:`DecisionView` gathers, once per decision, the (K, V, D) arrays the rules work on:
+``mask`` (valid now), ``est`` (estimated seconds from now to completion: device wait + cold
+start load + noise-free execution, from ``sim.estimates()``), ``est_safe`` (the same with the
+execution part inflated to the 95th percentile of the simulator's execution noise, used for
+"meets the deadline" tests), ``exec`` and ``load``; per task: deadline, slack, SLO, priority,
+arrival; per slot: accuracy and global variant index. Axis names as in ``envs/sim/cluster.py``:
+K window slots (oldest first), V variant slots per capability (accuracy ascending), D devices.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+#: z-value of the execution-noise quantile used for on-time tests: the simulator's noise is
+#: ``exp(sigma * |z|)`` (it only slows execution down), and P(|z| <= 1.96) = 0.95.
+NOISE_Z = 1.96
+
+
+class DecisionView:
+    """Arrays describing one decision point (built from the simulator, never from ``obs``)."""
+
+    __slots__ = ("sim", "cluster", "now", "K", "V", "D", "n", "tasks", "mask", "est", "est_safe",
+                 "exec", "load", "cold", "wait", "runs", "deadline", "arrival", "slack", "slo",
+                 "priority", "caps", "acc", "variant", "size", "nreq")
+
+    def __init__(self, sim):
+        self.sim = sim
+        cl = self.cluster = sim.cluster
+        self.mask = sim.action_mask()  # (K, V, D); refreshes sim.window
+        est = sim.estimates()  # (K, V, D), inf where the pair can never run
+        tasks = self.tasks = sim.window
+        self.K, self.V, self.D = self.mask.shape
+        self.n = n = len(tasks)
+        self.now = now = sim.now
+        K = self.K
+        deadline = np.full(K, np.inf)
+        arrival = np.zeros(K)
+        priority = np.zeros(K)
+        caps = np.zeros(K, dtype=np.int64)
+        size = np.zeros(K)
+        nreq = np.ones(K, dtype=np.int64)
+        for i, t in enumerate(tasks):
+            deadline[i] = t.deadline
+            arrival[i] = t.arrival
+            priority[i] = t.priority
+            caps[i] = t.cap_index
+            size[i] = t.size + t.size2
+            nreq[i] = t.devices_required
+        self.deadline, self.arrival, self.priority, self.caps = deadline, arrival, priority, caps
+        self.size, self.nreq = size, nreq
+        self.slack = deadline - now
+        self.slo = np.where(np.arange(K) < n, np.maximum(deadline - arrival, 1e-12), 1.0)
+        present = np.arange(K) < n
+        self.acc = np.where(present[:, None], cl.slot_accuracy[caps], -np.inf)  # (K, V)
+        self.variant = np.where(present[:, None], cl.slot_variant[caps], -1)  # (K, V)
+        self.wait = np.maximum(sim.dev_busy_until - now, 0.0)  # (D,)
+        self.load = cl.slot_load[caps]  # (K, V, D)
+        self.cold = ~sim.resident[np.maximum(self.variant, 0)]  # (K, V, D)
+        finite = np.isfinite(est)
+        with np.errstate(invalid="ignore"):
+            self.exec = np.where(finite, est - self.wait - self.cold * self.load, np.inf)
+        #: (K, V, D) the assignment could run on this device once it is free (device up).
+        self.runs = finite & sim.dev_up[None, None, :]
+        self.est = np.where(self.runs, est, np.inf)
+        sigma = float(getattr(sim, "noise_sigma", 0.0))
+        factor = math.exp(NOISE_Z * sigma) if sigma > 0 else 1.0
+        self.est_safe = self.est + (factor - 1.0) * self.exec if factor != 1.0 else self.est
+
+    def action(self, k: int, v: int, d: int) -> int:
+        return (int(k) * self.V + int(v)) * self.D + int(d)
+
+    @property
+    def wait_action(self) -> int:
+        return self.K * self.V * self.D
+
+    def task_has_valid(self) -> np.ndarray:
+        """(K,) the task has at least one valid assignment now."""
+        return self.mask.any(axis=(1, 2))
+
+
+def argmin2(a: np.ndarray) -> tuple[int, int]:
+    """Row, column of the (first) minimum of a 2-D array."""
+    return divmod(int(np.argmin(a)), a.shape[1])
+
+
+def fastest_completion(view: DecisionView, k: int, allowed: np.ndarray):
+    """Shared variant+device rule of the list schedulers for a chosen task ``k``: among the
+    ``allowed`` (V, D) options, the one expected to finish earliest (cold-start load included;
+    ties: the less accurate, lower-index option). Returns ``(v, d)`` or ``None``."""
+    e = np.where(allowed, view.est[k], np.inf)
+    if not np.isfinite(e).any():
+        return None
+    return argmin2(e)
+
+
+class Policy:
+    """Base class of the built-in policies: SB3's ``predict`` over a bound environment."""
+
+    #: Registry name.
+    name = "policy"
+
+    def __init__(self, env, seed: int | None = None):
+        self.seed = seed
+        self.bind(env)
+        self.reset(seed)
+
+    def bind(self, env) -> None:
+        """Attach to ``env`` (any wrapper of a ``SchedulingEnv``); rules read ``env.unwrapped.sim``."""
+        self.env = env.unwrapped
+
+    @property
+    def sim(self):
+        return self.env.sim
+
+    def reset(self, seed: int | None = None) -> None:
+        """Called by the rollout at the start of each episode with the episode seed."""
+
+    def predict(self, observation: Any = None, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True, action_masks: np.ndarray | None = None):
+        """SB3-shaped: returns ``(action, state)``; the observation is not used."""
+        return np.int64(self.act()), state
+
+    def act(self) -> int:
+        view = DecisionView(self.sim)
+        if view.n == 0 or not view.mask.any():
+            return view.wait_action
+        a = self.decide(view)
+        return view.wait_action if a is None else int(a)
+
+    def decide(self, view: DecisionView) -> int | None:
+        """The rule: an action index, or ``None`` to wait. Called only when some assignment is
+        valid."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def rng_for(seed: int | None, tag: int) -> np.random.Generator:
+    """A generator for one policy and episode: independent of every other stream."""
+    return np.random.default_rng(np.random.SeedSequence([0 if seed is None else int(seed), tag]))

@@ -1,0 +1,560 @@
+"""Benchmark harness behind ``evaluate.py``: policies x scenarios x seeds -> tables and plots.
+
+**Seeds.** Training uses seeds 0..999 (:data:`TRAINING_SEEDS`); the default evaluation set is
+1000..1009 (:data:`EVAL_SEEDS`), disjoint from it. Episode ``e`` of seed ``s`` resets the env
+with :func:`episode_seed` (``s`` itself for ``e = 0``), so every policy sees the same workload
+for a seed (common random numbers; checked at run time with each episode's workload digest).
+
+**Statistics.** Per seed, a metric is the mean over that seed's episodes. Over seeds: the mean
+and a 95% percentile-bootstrap CI (10,000 resamples, seeded); seeds where a metric is NaN are
+left out of that metric (``n`` counts the seeds used; all-NaN gives ``null``). Paired
+differences against the best heuristic (best mean on the scenario's primary metric) are the
+per-seed differences with their own bootstrap CI.
+
+**Outputs** in ``--out`` (one scenario) or ``--out/<scenario>/`` (several; then ``--out`` also
+gets ``results.json`` = ``{"scenarios": [...]}``, a combined ``results.csv`` and ``results.md``):
+``results.json``, ``results.csv`` (long: scenario, policy, seed, metric, value; the bound's rows
+have policy ``lower_bound``), ``results.md``, ``metrics.png`` (bars with 95% CIs, bound dashed),
+``latency_cdf.png``. Every file is written to a temporary file in the same folder, then renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import csv
+import io
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRAINING_SEEDS = range(0, 1000)
+EVAL_SEEDS = list(range(1000, 1010))
+#: Metrics of the tables and bar plots (the scenario's primary metric is added if missing).
+MAIN_METRICS = ("effective_accuracy", "slo_attainment", "mean_accuracy", "mean_latency",
+                "p99_latency", "mean_slowdown", "utilization")
+BOUND = "lower_bound"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """Reset seed of episode ``episode`` of evaluation seed ``seed`` (``seed`` for episode 0)."""
+    if episode == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+# ====================================================================== work items (spawn-safe)
+@dataclass(frozen=True)
+class WorkItem:
+    scenario: str
+    policy: str
+    label: str
+    seed: int
+    episode: int
+    env_kwargs: tuple = ()
+    device: str = "auto"
+    policy_kwargs: tuple = ()
+
+
+_CACHE: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _make_env(scenario: str, env_kwargs: dict):
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the ids)
+
+    return gym.make("modelsched/Scheduling-v0", scenario=scenario, disable_env_checker=True, **env_kwargs)
+
+
+def _env_and_policy(item: WorkItem):
+    from baselines import REGISTRY, load_policy
+    from baselines.rollout import env_kwargs_for
+
+    key = (item.scenario, item.policy, item.env_kwargs, item.device, item.policy_kwargs)
+    if key not in _CACHE:
+        env_kwargs = dict(item.env_kwargs)
+        if item.policy in REGISTRY:
+            env = _make_env(item.scenario, env_kwargs)
+            policy = load_policy(item.policy, env, **dict(item.policy_kwargs))
+        else:
+            policy = load_policy(item.policy, None, device=item.device)
+            env = _make_env(item.scenario, {**env_kwargs, **env_kwargs_for(policy)})
+        _CACHE[key] = (env, policy)
+    return _CACHE[key]
+
+
+def run_item(item: WorkItem) -> dict:
+    """Run one episode (top-level so that spawned worker processes can import it)."""
+    from baselines.rollout import describe, run_episode
+
+    try:
+        env, policy = _env_and_policy(item)
+        res = run_episode(env, policy, episode_seed(item.seed, item.episode))
+    except Exception as e:
+        raise RuntimeError(f"policy '{item.label}' on scenario '{item.scenario}', seed {item.seed}, "
+                           f"episode {item.episode} failed: {type(e).__name__}: {e}") from e
+    res["kind"] = describe(policy)
+    res["item"] = item
+    res["scenario_name"] = env.unwrapped.scenario.name
+    return res
+
+
+# ====================================================================== aggregation
+@dataclass
+class ScenarioResult:
+    spec: str
+    name: str
+    primary_metric: str
+    seeds: list[int]
+    episodes: int
+    labels: list[str]
+    kinds: dict[str, str] = field(default_factory=dict)
+    # label -> seed -> list of per-episode results
+    runs: dict[str, dict[int, list[dict]]] = field(default_factory=dict)
+
+
+def per_seed_values(runs: dict[int, list[dict]], seeds: list[int], metric: str, key: str = "metrics") -> list[float]:
+    out = []
+    for s in seeds:
+        vals = np.array([r[key].get(metric, math.nan) for r in runs.get(s, [])], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        out.append(float(vals.mean()) if vals.size else math.nan)
+    return out
+
+
+def summarize_scenario(sr: ScenarioResult) -> dict:
+    from baselines.stats import N_RESAMPLES, paired_difference, summarize
+    from envs.sim.metrics import HIGHER_IS_BETTER
+
+    pm = sr.primary_metric
+    higher = pm in HIGHER_IS_BETTER
+    metric_names: list[str] = []
+    for label in sr.labels:
+        for eps in sr.runs[label].values():
+            for r in eps:
+                metric_names.extend(m for m in r["metrics"] if m not in metric_names)
+    policies = {}
+    for label in sr.labels:
+        runs = sr.runs[label]
+        policies[label] = {
+            "kind": sr.kinds.get(label, "heuristic"),
+            "metrics": {m: summarize(per_seed_values(runs, sr.seeds, m)) for m in metric_names},
+            "steps": summarize(per_seed_values(runs, sr.seeds, "steps", key="_extra")),
+            "wall_s": float(sum(r["wall_s"] for eps in runs.values() for r in eps)),
+        }
+    # The bound is policy-independent: take it from the first policy's runs.
+    first = sr.runs[sr.labels[0]]
+    bound_names = list(dict.fromkeys(m for eps in first.values() for r in eps for m in r["lower_bound"]))
+    bound = {"metrics": {m: summarize(per_seed_values(first, sr.seeds, m, key="lower_bound")) for m in bound_names}}
+
+    def rank_key(label):
+        mean = policies[label]["metrics"].get(pm, {}).get("mean")
+        if mean is None:
+            return -math.inf
+        return mean if higher else -mean
+
+    heuristics = [lbl for lbl in sr.labels if policies[lbl]["kind"] == "heuristic"]
+    best_policy = max(sr.labels, key=rank_key)
+    best_heuristic = max(heuristics, key=rank_key) if heuristics else best_policy
+    ref = per_seed_values(sr.runs[best_heuristic], sr.seeds, pm)
+    for label in sr.labels:
+        diff = paired_difference(per_seed_values(sr.runs[label], sr.seeds, pm), ref)
+        policies[label]["paired_vs_best_heuristic"] = {"metric": pm, "against": best_heuristic, **diff}
+    return {
+        "scenario": sr.name,
+        "scenario_spec": sr.spec,
+        "seeds": list(sr.seeds),
+        "episodes_per_seed": sr.episodes,
+        "primary_metric": pm,
+        "primary_higher_is_better": higher,
+        "best_policy": best_policy,
+        "best_heuristic": best_heuristic,
+        "policies": policies,
+        "lower_bound": bound,
+        "common_random_numbers": True,
+        "statistics": {"ci": "95% percentile bootstrap over seeds", "resamples": N_RESAMPLES,
+                       "nan": "seeds with a NaN value are left out of that metric (n = seeds used)"},
+    }
+
+
+# ====================================================================== outputs
+def _atomic_write(path: Path, write) -> None:
+    """Write through ``write(file_obj)`` into a temp file next to ``path``, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def csv_rows(summary: dict) -> list[list]:
+    rows = []
+    seeds = summary["seeds"]
+    groups = [(lbl, p["metrics"]) for lbl, p in summary["policies"].items()]
+    groups.append((BOUND, summary["lower_bound"]["metrics"]))
+    for label, metrics in groups:
+        for metric, s in metrics.items():
+            for seed, v in zip(seeds, s["per_seed"], strict=True):
+                rows.append([summary["scenario"], label, seed, metric, "" if v is None else repr(float(v))])
+    return rows
+
+
+def csv_text(rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["scenario", "policy", "seed", "metric", "value"])
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    v = float(v)
+    if v == 0 or 1e-3 <= abs(v) < 1e4:
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def table_metrics(summary: dict) -> list[str]:
+    pm = summary["primary_metric"]
+    return [pm] + [m for m in MAIN_METRICS if m != pm]
+
+
+def markdown(summary: dict) -> str:
+    from envs.sim.metrics import HIGHER_IS_BETTER
+
+    pm = summary["primary_metric"]
+    cols = table_metrics(summary)
+    pols = summary["policies"]
+    best = {}
+    for m in cols:
+        means = [p["metrics"].get(m, {}).get("mean") for p in pols.values()]
+        means = [x for x in means if x is not None]
+        if means:
+            best[m] = _fmt(max(means) if m in HIGHER_IS_BETTER else min(means))
+    arrow = {m: "↑" if m in HIGHER_IS_BETTER else "↓" for m in cols}
+    bh = summary["best_heuristic"]
+    lines = [
+        f"## {summary['scenario']}",
+        "",
+        f"Seeds {summary['seeds']} x {summary['episodes_per_seed']} episode(s); mean [95% bootstrap CI] "
+        f"over seeds. Primary metric: **{pm}** ({arrow[pm]}). Best policy: **{summary['best_policy']}**; "
+        f"best heuristic: **{bh}**. Best value per column in bold. Δ = paired difference in {pm} "
+        f"against {bh} [95% paired bootstrap CI].",
+        "",
+        "| policy | " + " | ".join(f"{m} {arrow[m]}" for m in cols) + f" | Δ {pm} vs {bh} |",
+        "|---|" + "---|" * (len(cols) + 1),
+    ]
+
+    def cell(s, m=None):
+        if not s or s.get("mean") is None:
+            return "n/a"
+        text = _fmt(s["mean"])
+        bold = m is not None and best.get(m) == text
+        ci = s.get("ci95")
+        ci_text = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+        return (f"**{text}**" if bold else text) + ci_text
+
+    for label, p in pols.items():
+        row = [cell(p["metrics"].get(m), m) for m in cols]
+        diff = p["paired_vs_best_heuristic"]
+        dtext = "—" if label == bh else cell(diff)
+        lines.append(f"| {label} | " + " | ".join(row) + f" | {dtext} |")
+    b = summary["lower_bound"]["metrics"]
+    lines.append("| *bound (ideal, no queueing)* | " + " | ".join(cell(b.get(m)) for m in cols) + " | |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, latencies: dict[str, np.ndarray], bound_latencies: np.ndarray, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    cols = table_metrics(summary)
+    labels = list(summary["policies"])
+    ncol = 4
+    nrow = math.ceil(len(cols) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.6 * nrow), squeeze=False)
+    x = np.arange(len(labels))
+    for ax, m in zip(axes.ravel(), cols, strict=False):
+        means, err = [], [[], []]
+        for lbl in labels:
+            s = summary["policies"][lbl]["metrics"].get(m, {})
+            mu = s.get("mean")
+            ci = s.get("ci95") or [mu, mu]
+            mu = math.nan if mu is None else mu
+            means.append(mu)
+            err[0].append(0.0 if ci[0] is None or math.isnan(mu) else max(mu - ci[0], 0.0))
+            err[1].append(0.0 if ci[1] is None or math.isnan(mu) else max(ci[1] - mu, 0.0))
+        ax.bar(x, means, yerr=err, capsize=2, color="tab:blue", alpha=0.8)
+        b = summary["lower_bound"]["metrics"].get(m, {}).get("mean")
+        if b is not None:
+            ax.axhline(b, color="k", ls="--", lw=1, label="bound")
+            ax.legend(fontsize=7)
+        ax.set_title(m, fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=70, fontsize=7)
+        if m.endswith("latency") or m == "mean_slowdown":
+            finite = [v for v in means if np.isfinite(v) and v > 0]
+            if finite and max(finite) / max(min(finite), 1e-12) > 50:
+                ax.set_yscale("log")
+    for ax in axes.ravel()[len(cols):]:
+        ax.axis("off")
+    fig.suptitle(f"{summary['scenario']}: mean and 95% bootstrap CI over seeds {summary['seeds']}", fontsize=10)
+    fig.tight_layout()
+    written.append(_save_fig(fig, out / "metrics.png"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for lbl in labels:
+        lat = np.sort(latencies.get(lbl, np.zeros(0)))
+        lat = lat[lat > 0]
+        if lat.size:
+            ax.step(lat, np.arange(1, lat.size + 1) / lat.size, where="post", label=lbl, lw=1)
+    bl = np.sort(bound_latencies[bound_latencies > 0]) if bound_latencies.size else bound_latencies
+    if bl.size:
+        ax.step(bl, np.arange(1, bl.size + 1) / bl.size, where="post", label="bound", color="k", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("task latency (s), completed tasks")
+    ax.set_ylabel("fraction of completed tasks")
+    ax.set_title(f"{summary['scenario']}: latency CDF")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    written.append(_save_fig(fig, out / "latency_cdf.png"))
+    plt.close(fig)
+    return written
+
+
+def _save_fig(fig, path: Path) -> Path:
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    return path
+
+
+def write_tensorboard(summary: dict, log_dir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        groups = [(lbl, p["metrics"]) for lbl, p in summary["policies"].items()]
+        groups.append((BOUND, summary["lower_bound"]["metrics"]))
+        for label, metrics in groups:
+            for m, s in metrics.items():
+                if s["mean"] is not None:
+                    writer.add_scalar(f"eval/{label}/{m}", s["mean"], 0)
+                for seed, v in zip(summary["seeds"], s["per_seed"], strict=True):
+                    if v is not None:
+                        writer.add_scalar(f"eval_per_seed/{label}/{m}", v, seed)
+        writer.add_text("eval/results", markdown(summary), 0)
+    finally:
+        writer.close()
+
+
+def write_outputs(summary: dict, latencies, bound_latencies, out: Path, tensorboard: Path | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "results.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_text(out / "results.csv", csv_text(csv_rows(summary)))
+    write_text(out / "results.md", markdown(summary))
+    plot(summary, latencies, bound_latencies, out)
+    if tensorboard is not None:
+        write_tensorboard(summary, tensorboard)
+
+
+# ====================================================================== CLI
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate heuristics and trained SB3 models on the same seeds (common random numbers).",
+        epilog="Training seeds are 0..999; the default evaluation seeds 1000..1009 are disjoint from them.",
+    )
+    ap.add_argument("--scenario", action="append", metavar="NAME|PATH",
+                    help="built-in scenario name or YAML path (repeatable; default serving-small)")
+    ap.add_argument("--policies", nargs="+", default=["all"], metavar="P",
+                    help="heuristic names, 'all' (every heuristic), or paths to SB3 .zip models")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
+                    help="evaluation seeds (default 1000..1009)")
+    ap.add_argument("--episodes", type=int, default=1, help="episodes per seed (default 1)")
+    ap.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
+    ap.add_argument("--tensorboard", type=Path, default=None, metavar="DIR", help="also write TensorBoard scalars")
+    ap.add_argument("--trace", default=None, metavar="PATH", help="trace file passed to the env as trace=PATH")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device for SB3 models")
+    ap.add_argument("--jobs", type=int, default=1, help="episodes run in parallel processes (default 1)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], dict]:
+    from baselines import REGISTRY, PolicyError, names
+    from baselines.rollout import detect_algorithm, policy_label
+    from envs.config import ConfigError
+
+    scenarios = args.scenario or ["serving-small"]
+    seeds = EVAL_SEEDS if args.seeds is None else list(dict.fromkeys(args.seeds))
+    if any(s < 0 for s in seeds):
+        raise UsageError("seeds must be non-negative integers")
+    if args.episodes < 1:
+        raise UsageError("--episodes must be >= 1")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+    env_kwargs = {}
+    if args.trace is not None:
+        if not Path(args.trace).exists():
+            raise UsageError(f"trace file not found: {args.trace}")
+        env_kwargs["trace"] = str(args.trace)
+    for spec in scenarios:
+        try:
+            _make_env(spec, env_kwargs).close()
+        except (ConfigError, ValueError, TypeError, OSError) as e:
+            raise UsageError(f"scenario '{spec}': {e}") from None
+    specs: list[str] = []
+    for p in args.policies:
+        for q in (names() if p == "all" else [p]):
+            if q not in specs:
+                specs.append(q)
+    policies, seen = [], set()
+    for spec in specs:
+        if spec not in REGISTRY:
+            path = Path(spec)
+            if not path.exists():
+                if path.suffix == ".zip" or len(path.parts) > 1:
+                    raise UsageError(f"model file not found: {spec}")
+                raise UsageError(f"unknown policy '{spec}' (known: all, {', '.join(names())}; "
+                                 f"or the path of an SB3 .zip model)")
+            if not path.is_file():
+                raise UsageError(f"model path is not a file: {spec}")
+            try:
+                detect_algorithm(path)
+            except PolicyError as e:
+                raise UsageError(str(e)) from None
+        label = policy_label(spec)
+        base, i = label, 2
+        while label in seen:
+            label, i = f"{base}-{i}", i + 1
+        seen.add(label)
+        policies.append((spec, label))
+    return scenarios, policies, seeds, env_kwargs
+
+
+def _heavy_first(item: WorkItem) -> tuple:
+    from baselines import REGISTRY
+
+    return (0 if item.policy not in REGISTRY or item.policy == "genetic" else 1,)
+
+
+def evaluate(args) -> list[dict]:
+    scenarios, policies, seeds, env_kwargs = _check_inputs(args)
+    items = [WorkItem(sc, spec, label, s, e, tuple(sorted(env_kwargs.items())), args.device)
+             for sc in scenarios for spec, label in policies for s in seeds for e in range(args.episodes)]
+    order = sorted(range(len(items)), key=lambda i: _heavy_first(items[i]))
+    results: list[dict | None] = [None] * len(items)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), desc="episodes", unit="ep", disable=args.no_progress, file=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        if args.jobs == 1:
+            for i in order:
+                results[i] = run_item(items[i])
+                bar.update(1)
+        else:
+            ctx = mp.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+                futures = {pool.submit(run_item, items[i]): i for i in order}
+                for fut in cf.as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(1)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+
+    summaries = []
+    multi = len(scenarios) > 1
+    all_rows = []
+    for sc in scenarios:
+        mine = [r for r in results if r["item"].scenario == sc]
+        name = mine[0]["scenario_name"]
+        from envs.scenarios.loader import load_scenario
+
+        pm = load_scenario(sc, **env_kwargs).primary_metric
+        sr = ScenarioResult(spec=sc, name=name, primary_metric=pm, seeds=seeds, episodes=args.episodes,
+                            labels=[lbl for _, lbl in policies])
+        digests: dict[tuple, set] = {}
+        latencies: dict[str, list] = {}
+        bound_lat = []
+        for r in mine:
+            it = r["item"]
+            r["_extra"] = {"steps": r["steps"]}
+            sr.kinds[it.label] = r["kind"]
+            sr.runs.setdefault(it.label, {}).setdefault(it.seed, []).append(r)
+            digests.setdefault((it.seed, it.episode), set()).add(r["workload_digest"])
+            latencies.setdefault(it.label, []).append(r["latencies"])
+            if it.label == policies[0][1]:
+                bound_lat.append(r["lower_bound_latencies"])
+        broken = [k for k, v in digests.items() if len(v) > 1]
+        if broken:
+            raise RuntimeError(f"{name}: policies saw different workloads for (seed, episode) {broken[:3]}: "
+                               f"common random numbers are broken")
+        summary = summarize_scenario(sr)
+        summary["wall_s_total"] = wall
+        summary["settings"] = {"episodes": args.episodes, "jobs": args.jobs, "device": args.device,
+                               "trace": args.trace, "policies": {lbl: spec for spec, lbl in policies}}
+        out = args.out / _safe(name) if multi else args.out
+        tb = None
+        if args.tensorboard is not None:
+            tb = args.tensorboard / _safe(name) if multi else args.tensorboard
+        lat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in latencies.items()}
+        write_outputs(summary, lat, np.concatenate(bound_lat) if bound_lat else np.zeros(0), out, tb)
+        summaries.append(summary)
+        all_rows.extend(csv_rows(summary))
+    if multi:
+        write_text(args.out / "results.json", json.dumps({"scenarios": summaries}, indent=2, allow_nan=False) + "\n")
+        write_text(args.out / "results.csv", csv_text(all_rows))
+        write_text(args.out / "results.md", "\n".join(markdown(s) for s in summaries))
+    return summaries
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summaries = evaluate(args)
+    except UsageError as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evaluate.py: interrupted", file=sys.stderr)
+        return 130
+    for s in summaries:
+        print(markdown(s))
+    print(f"results written to {args.out}")
+    return 0

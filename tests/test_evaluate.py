@@ -1,0 +1,182 @@
+"""Evaluation harness: common random numbers, metrics and bound by hand, bootstrap, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the ids)
+from baselines import make, run_episode
+from baselines.evaluation import EVAL_SEEDS, TRAINING_SEEDS, build_parser, episode_seed, evaluate
+from baselines.stats import bootstrap_ci, paired_difference, summarize
+from envs.env import SchedulingEnv
+from tests.conftest import golden_cluster, make_scenario, request
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = ("mean_latency", "p99_latency", "slo_attainment", "utilization", "mean_accuracy",
+            "effective_accuracy", "mean_slowdown")
+
+
+# ---------------------------------------------------------------------- common random numbers
+def test_same_seed_same_workload_for_every_policy():
+    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True, workload_overrides={"num_jobs": 60})
+    arrivals, digests = [], []
+    for name in ("fifo", "random", "mct"):
+        res = run_episode(env, make(name, env), 11)
+        sim = env.unwrapped.sim
+        arrivals.append([(j.arrival, j.slo, j.stages[0].capability, j.stages[0].size) for j in sim.job_specs])
+        digests.append(res["workload_digest"])
+        assert res["lower_bound"] == run_episode(env, make("edf", env), 11)["lower_bound"]
+    assert arrivals[0] == arrivals[1] == arrivals[2]
+    assert len(set(digests)) == 1
+    other = run_episode(env, make("fifo", env), 12)["workload_digest"]
+    assert other != digests[0]
+
+
+def test_seed_sets_are_disjoint_and_episode_seeds_distinct():
+    assert not set(EVAL_SEEDS) & set(TRAINING_SEEDS)
+    assert episode_seed(1000, 0) == 1000
+    seeds = {episode_seed(s, e) for s in range(5) for e in range(4)}
+    assert len(seeds) == 20
+
+
+# ---------------------------------------------------------------------- metrics by hand
+def test_metrics_and_bound_on_a_hand_made_episode():
+    """One GPU (golden cluster), no noise, fifo. At t=0 two tasks wait:
+    t0 size 1 SLO 1.0, t1 size 2 SLO 0.5. fifo starts t0 with its fastest option: small cold
+    (load 0.1 + 0.4/2 = 0.3, exec 0.15) = 0.45 (big: 0.5 + 0.3 = 0.8). Then t1: small resident
+    0.2 (big would evict small: 0.5 + 0.4) -> ends 0.65 > 0.5: late.
+    Latencies 0.45, 0.65; ideal 0.15, 0.2; slowdowns 3.0, 3.25; effective accuracy 0.7 / 2.
+    Bound: latencies 0.15, 0.2, both on time; big meets both deadlines (0.3 <= 1, 0.4 <= 0.5),
+    so bound accuracy 0.9 for each."""
+    jobs = [request(0.0, size=1.0, slo=1.0), request(0.0, size=2.0, slo=0.5)]
+    env = SchedulingEnv(make_scenario(golden_cluster(), jobs, K=2))
+    res = run_episode(env, make("fifo", env), 0)
+    np.testing.assert_allclose(np.sort(res["latencies"]), [0.45, 0.65])
+    m = res["metrics"]
+    assert m["mean_latency"] == pytest.approx(0.55)
+    assert m["mean_slowdown"] == pytest.approx((3.0 + 3.25) / 2)
+    assert m["slo_attainment"] == pytest.approx(0.5)
+    assert m["effective_accuracy"] == pytest.approx(0.35)
+    assert m["mean_accuracy"] == pytest.approx(0.7)
+    assert m["utilization"] == pytest.approx(0.65 / 0.65)
+    b = res["lower_bound"]
+    assert b["mean_latency"] == pytest.approx(0.175)
+    assert b["mean_slowdown"] == 1.0
+    assert b["slo_attainment"] == 1.0
+    assert b["effective_accuracy"] == pytest.approx(0.9)
+    assert b["mean_accuracy"] == pytest.approx(0.9)
+    assert b["makespan"] == pytest.approx(0.2)
+    assert b["utilization"] == pytest.approx(0.35 / 0.2)  # work of the bound schedule / (D x makespan)
+    np.testing.assert_allclose(np.sort(res["lower_bound_latencies"]), [0.15, 0.2])
+
+
+def test_bound_of_a_pipeline_follows_the_critical_path():
+    from envs.sim.model import JobSpec, StageSpec
+
+    # Stages 0 -> 1 and 0 -> 2 (size 1 each: ideal 0.15 with small); job SLO 0.25.
+    spec = JobSpec(0.0, (StageSpec("cls", 1.0), StageSpec("cls", 1.0, parents=(0,)),
+                         StageSpec("cls", 1.0, parents=(0,))), slo=0.25)
+    env = SchedulingEnv(make_scenario(golden_cluster(n_gpus=2), [spec], K=4))
+    b = run_episode(env, make("fifo", env), 0)["lower_bound"]
+    assert b["job_mean_latency"] == pytest.approx(0.3)
+    assert b["job_slo_attainment"] == 0.0
+    assert b["slo_attainment"] == pytest.approx(1 / 3)  # only the first stage ends by 0.25
+
+
+# ---------------------------------------------------------------------- statistics
+def test_bootstrap_ci_on_known_samples():
+    # Means of resamples of [0, 1] are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4.
+    assert bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert bootstrap_ci([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    assert bootstrap_ci([2.5]) == (2.5, 2.5)
+    assert all(math.isnan(x) for x in bootstrap_ci([math.nan]))
+    x = np.random.default_rng(0).normal(10.0, 2.0, size=400)
+    lo, hi = bootstrap_ci(x)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(x.size)
+    assert lo == pytest.approx(x.mean() - half, abs=0.04) and hi == pytest.approx(x.mean() + half, abs=0.04)
+    assert bootstrap_ci(x) == bootstrap_ci(x)  # seeded
+
+
+def test_summaries_skip_nan_seeds_and_pair_by_seed():
+    s = summarize([1.0, math.nan, 3.0])
+    assert s["mean"] == 2.0 and s["n"] == 2 and s["per_seed"] == [1.0, None, 3.0]
+    assert summarize([math.nan])["mean"] is None and summarize([math.nan])["ci95"] is None
+    d = paired_difference([1.0, 2.0, 3.0, math.nan], [0.5, 1.5, 2.5, 1.0])
+    assert d["mean"] == pytest.approx(0.5) and d["ci95"] == pytest.approx([0.5, 0.5]) and d["n"] == 3
+
+
+# ---------------------------------------------------------------------- CLI
+def _run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args, "--no-progress"],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_tiny_run_writes_every_output(tmp_path):
+    out, tb = tmp_path / "out", tmp_path / "tb"
+    r = _run_cli("--scenario", "serving-small", "--seeds", "0", "--policies", "fifo", "random",
+                 "--out", str(out), "--tensorboard", str(tb))
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["latency_cdf.png", "metrics.png", "results.csv", "results.json", "results.md"]
+    data = json.loads((out / "results.json").read_text())
+    assert data["scenario"] == "serving-small" and data["seeds"] == [0]
+    assert data["primary_metric"] == "effective_accuracy"
+    assert set(data["policies"]) == {"fifo", "random"}
+    for pol in data["policies"].values():
+        for m in REQUIRED:
+            s = pol["metrics"][m]
+            assert set(s) >= {"mean", "ci95", "per_seed"} and len(s["per_seed"]) == 1
+            assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+        assert pol["paired_vs_best_heuristic"]["against"] == data["best_heuristic"]
+    assert data["best_policy"] == "fifo"
+    for m in REQUIRED:
+        assert data["lower_bound"]["metrics"][m]["mean"] is not None
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert set(rows[0]) == {"scenario", "policy", "seed", "metric", "value"}
+    assert {r["policy"] for r in rows} == {"fifo", "random", "lower_bound"}
+    md = (out / "results.md").read_text()
+    assert "**" in md and "| fifo |" in md and "bound" in md
+    assert any(p.name.startswith("events.out.tfevents") for p in tb.rglob("*"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policies", "no-such-policy"], "unknown policy 'no-such-policy'"),
+    (["--policies", "models/none.zip"], "model file not found: models/none.zip"),
+    (["--scenario", "no-such-scenario"], "scenario 'no-such-scenario'"),
+])
+def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, message):
+    r = _run_cli(*args, "--seeds", "0", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_parallel_and_serial_runs_agree(tmp_path):
+    common = ["--scenario", "serving-small", "--seeds", "3", "4", "--policies", "edf", "random", "--no-progress"]
+    serial = evaluate(build_parser().parse_args([*common, "--out", str(tmp_path / "a")]))[0]
+    parallel = evaluate(build_parser().parse_args([*common, "--out", str(tmp_path / "b"), "--jobs", "2"]))[0]
+    for name in ("edf", "random"):
+        assert serial["policies"][name]["metrics"] == parallel["policies"][name]["metrics"]
+
+
+def test_several_scenarios_get_one_folder_each(tmp_path):
+    r = _run_cli("--scenario", "serving-small", "--scenario", "pipelines", "--seeds", "0",
+                 "--policies", "fifo", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [s["scenario"] for s in data["scenarios"]] == ["serving-small", "pipelines"]
+    assert data["scenarios"][1]["primary_metric"] == "job_slo_attainment"
+    for name in ("serving-small", "pipelines"):
+        assert (tmp_path / name / "results.json").exists() and (tmp_path / name / "metrics.png").exists()
+    assert (tmp_path / "results.csv").exists() and (tmp_path / "results.md").exists()
