@@ -1,0 +1,83 @@
+"""Training and evaluation environments, and the seed sets they use.
+
+Seeds: training environment ``i`` of a run with root seed ``s`` is reset once with ``s + i`` and
+then draws every further episode from its own ``SeedSequence`` stream; periodic evaluation uses
+:data:`VALIDATION_SEEDS`, the final table of ``train.py`` :data:`TEST_SEEDS`, and reported results
+``evaluate.py``'s default set :data:`HELD_OUT_SEEDS`. Training seed ranges that overlap any of
+them are refused (:func:`check_seed_sets`), so a model is never selected or reported on episodes
+it trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+import envs as _envs  # noqa: F401  (registers the modelsched ids)
+
+#: Seeds of the periodic evaluation during training (model selection: best_model.zip).
+VALIDATION_SEEDS: tuple[int, ...] = tuple(range(10_000, 10_005))
+#: Seeds of the final evaluation table printed by train.py.
+TEST_SEEDS: tuple[int, ...] = tuple(range(20_000, 20_005))
+#: Held-out seeds for reported results: evaluate.py's default evaluation set.
+HELD_OUT_SEEDS: tuple[int, ...] = tuple(range(1000, 1010))
+
+
+def check_seed_sets(seed: int, n_envs: int) -> None:
+    """Refuse a training seed range that overlaps an evaluation seed set."""
+    train = set(range(seed, seed + n_envs))
+    for name, seeds in (("validation", VALIDATION_SEEDS), ("test", TEST_SEEDS), ("held-out", HELD_OUT_SEEDS)):
+        if train & set(seeds):
+            raise ValueError(f"training seeds {seed}..{seed + n_envs - 1} overlap the {name} seeds "
+                             f"{seeds[0]}..{seeds[-1]}: choose another --seed")
+
+
+def scenario_arg(scenario: str) -> dict[str, Any]:
+    """gym.make arguments for a built-in scenario name or a YAML path."""
+    if Path(scenario).suffix in (".yaml", ".yml") or scenario not in _envs.builtin_scenarios():
+        return {"id": "modelsched/Scheduling-v0", "scenario": scenario}
+    return {"id": _envs.env_id(scenario)}
+
+
+def make_env(scenario: str, env_kwargs: dict | None = None, monitor: bool = True,
+             shaping: dict | None = None) -> gym.Env:
+    """The scenario's env; Monitor-wrapped (raw rewards logged) and then reward-shaped
+    (``shaping``: keyword arguments of :class:`agents.shaping.RewardShaping`) if asked."""
+    args = scenario_arg(scenario)
+    env = gym.make(args.pop("id"), **args, **(env_kwargs or {}))
+    if monitor:
+        env = Monitor(env)
+    if shaping:
+        from agents.shaping import RewardShaping
+
+        env = RewardShaping(env, **shaping)
+    return env
+
+
+class _EnvFactory:
+    """Picklable environment constructor for SubprocVecEnv."""
+
+    def __init__(self, scenario: str, env_kwargs: dict | None, shaping: dict | None):
+        self.scenario = scenario
+        self.env_kwargs = dict(env_kwargs or {})
+        self.shaping = dict(shaping or {})
+
+    def __call__(self) -> gym.Env:
+        return make_env(self.scenario, self.env_kwargs, shaping=self.shaping)
+
+
+def make_vec_env(scenario: str, n_envs: int = 1, env_kwargs: dict | None = None,
+                 shaping: dict | None = None, start_method: str | None = None) -> VecEnv:
+    """``n_envs`` Monitor-wrapped environments; ``SubprocVecEnv`` when ``n_envs > 1``.
+
+    Seeding is left to the algorithm (``model.set_random_seed`` seeds env ``i`` with seed + i),
+    so a resumed model reseeds its new environments the same way.
+    """
+    fns = [_EnvFactory(scenario, env_kwargs, shaping) for _ in range(n_envs)]
+    if n_envs > 1:
+        return SubprocVecEnv(fns, start_method=start_method)
+    return DummyVecEnv(fns)

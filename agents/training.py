@@ -1,0 +1,282 @@
+"""Training loop behind ``train.py``: resolve hyperparameters, build environments and model, attach
+callbacks, train, save, and evaluate against the baselines.
+
+Every run writes a self-describing folder ``<logdir>/<scenario>__<algo>__s<seed>__<timestamp>``:
+``config.yml`` (algorithm, scenario and resolved hyperparameters), ``args.yml`` (the run's
+arguments), ``command.txt``, ``git.txt`` (revision and dirty flag), TensorBoard events (with a
+``hyperparameters`` text table), ``progress.csv``, ``evaluations.jsonl``, ``model.zip``,
+``best_model.zip``, ``checkpoints/`` and, after the final evaluation, ``final_eval.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.envs import TEST_SEEDS, VALIDATION_SEEDS, check_seed_sets, make_env, make_vec_env
+from agents.hyperparams import algo_kwargs, load_hyperparams, merge, parse_overrides
+from agents.policies import policy_for
+from agents.registry import DEFAULT_ALGO, get_algo
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Heuristics tried, at training start, as the reference of periodic evaluation (the strongest
+#: on the validation seeds is kept). Cheap, strong rules; the genetic planner is left out for cost.
+DEFAULT_EVAL_HEURISTICS = ("infaas", "mct", "adaptive", "tetris")
+
+
+@dataclass
+class TrainConfig:
+    """Arguments of one training run (``train.py`` fills it from the command line)."""
+
+    scenario: str = "serving-small"
+    """Built-in scenario name or path of a scenario YAML."""
+    algo: str = DEFAULT_ALGO
+    """Algorithm registry name (see ``agents.registry``)."""
+    timesteps: int | None = None
+    """Environment steps to train (None: ``n_timesteps`` of the hyperparameters)."""
+    n_envs: int | None = None
+    """Parallel environments (None: hyperparameters' ``n_envs``); SubprocVecEnv when > 1."""
+    seed: int = 0
+    """Root seed: model initialisation and sampling, and training env i reset with seed + i."""
+    device: str = "auto"
+    """Torch device: auto, cpu or cuda."""
+    logdir: str = "runs"
+    """Parent folder of run folders."""
+    eval_freq: int = 20_000
+    """Evaluate against the strongest heuristic every this many steps (0: never)."""
+    eval_seeds: tuple[int, ...] = VALIDATION_SEEDS
+    """Seeds of the periodic evaluation (model selection)."""
+    eval_heuristics: tuple[str, ...] = DEFAULT_EVAL_HEURISTICS
+    """Candidate reference heuristics of the periodic evaluation."""
+    checkpoint_freq: int = 50_000
+    """Save ``checkpoints/model_<steps>_steps.zip`` every this many steps (0: never)."""
+    resume: str | None = None
+    """Continue training a saved model (timesteps continue from it)."""
+    overrides: list[str] = field(default_factory=list)
+    """``key=value`` hyperparameter overrides (dotted keys for nested values)."""
+    policy_net: str | None = None
+    """Policy network (None: hyperparameters' ``policy_net``); see ``agents.policies.POLICY_NETS``."""
+    final_eval: bool = True
+    """After training, evaluate the agent and every baseline on ``test_seeds`` and print a table."""
+    test_seeds: tuple[int, ...] = TEST_SEEDS
+    """Seeds of the final evaluation."""
+    threads: int = 1
+    """Torch CPU threads (small networks on few cores train fastest single-threaded)."""
+    progress_bar: bool = True
+    """Show a progress bar."""
+    run_name: str | None = None
+    """Run folder name (None: ``<scenario>__<algo>__s<seed>__<timestamp>``)."""
+    command: str | None = None
+    """The command line, for ``command.txt`` (None: ``sys.argv``)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    best_model_path: Path
+    num_timesteps: int
+    wall_s: float
+    interrupted: bool = False
+    final_eval: dict | None = None
+
+
+def resolve_hyperparams(cfg: TrainConfig) -> dict:
+    cli: dict[str, Any] = {}
+    if cfg.timesteps is not None:
+        cli["n_timesteps"] = int(cfg.timesteps)
+    if cfg.n_envs is not None:
+        cli["n_envs"] = int(cfg.n_envs)
+    if cfg.policy_net is not None:
+        cli["policy_net"] = cfg.policy_net
+    return load_hyperparams(cfg.algo, cfg.scenario, merge(parse_overrides(cfg.overrides), cli))
+
+
+def git_revision(repo: Path = REPO) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    rev = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    return {"revision": rev, "dirty": None if status is None else bool(status)}
+
+
+def make_run_dir(cfg: TrainConfig, algo: str) -> Path:
+    name = cfg.run_name or f"{Path(cfg.scenario).stem}__{algo}__s{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path(cfg.logdir) / name
+    run_dir, i = base, 1
+    while run_dir.exists():
+        run_dir = base.with_name(f"{base.name}_{i}")
+        i += 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _yaml_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _yaml_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_yaml_safe(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return repr(x)
+
+
+def describe_run(run_dir: Path, cfg: TrainConfig, hp: dict, primary_metric: str) -> None:
+    spec = get_algo(cfg.algo)
+    args = _yaml_safe(dataclasses.asdict(cfg))
+    args["algo"] = spec.name
+    with open(run_dir / "args.yml", "w") as f:
+        yaml.safe_dump(args, f, sort_keys=False)
+    config = {"algo": spec.name, "scenario": cfg.scenario, "primary_metric": primary_metric,
+              "seed": cfg.seed, "env_kwargs": {**spec.env_kwargs, **hp.get("env_kwargs", {})},
+              "hyperparams": _yaml_safe(hp)}
+    with open(run_dir / "config.yml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    command = cfg.command or " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    (run_dir / "command.txt").write_text(command + "\n")
+    git = git_revision()
+    (run_dir / "git.txt").write_text(f"revision: {git['revision']}\ndirty: {git['dirty']}\n")
+
+
+def build_model(cfg: TrainConfig, hp: dict, env, device: str):
+    spec = get_algo(cfg.algo)
+    if cfg.resume:
+        model = spec.cls.load(cfg.resume, env=env, device=device)
+        model.set_random_seed(cfg.seed)
+        return model
+    kwargs = algo_kwargs(hp)
+    policy, policy_kwargs = policy_for(hp["policy_net"], spec.name, kwargs.pop("policy_kwargs", None))
+    return spec.cls(policy, env, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device, verbose=0, **kwargs)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    import torch
+    from stable_baselines3.common.callbacks import CheckpointCallback
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.callbacks import HeuristicEvalCallback, HyperparamsTextCallback, SimMetricsCallback
+    from envs.scenarios.loader import load_scenario
+
+    spec = get_algo(cfg.algo)
+    cfg.algo = spec.name
+    hp = resolve_hyperparams(cfg)
+    n_envs = int(hp["n_envs"])
+    check_seed_sets(cfg.seed, n_envs)
+    if hp["pretrain"] and not cfg.resume:
+        pt = hp["pretrain"]
+        n_demo = (int(pt.get("dagger", 0)) + 1) * int(pt.get("episodes", 20))
+        if n_demo > 1000 - DEMO_SEED_START:
+            raise ValueError(f"pretrain: {n_demo} demonstration episodes do not fit in the seeds "
+                             f"{DEMO_SEED_START}..999 (inside the training range): use fewer")
+    if cfg.resume and not Path(cfg.resume).is_file():
+        raise FileNotFoundError(f"--resume: no model file {cfg.resume}")
+    primary = load_scenario(cfg.scenario).primary_metric
+    torch.set_num_threads(max(int(cfg.threads), 1))
+    run_dir = make_run_dir(cfg, spec.name)
+    describe_run(run_dir, cfg, hp, primary)
+    env_kwargs = {**spec.env_kwargs, **hp["env_kwargs"]}
+
+    shaping = dict(hp["reward_shaping"] or {})
+    if shaping:
+        shaping["gamma"] = float(hp.get("gamma", 0.99))
+    env = make_vec_env(cfg.scenario, n_envs, env_kwargs, shaping=shaping)
+    if hp["normalize_reward"]:
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=hp.get("gamma", 0.99))
+    model = build_model(cfg, hp, env, cfg.device)
+    model.set_logger(configure(str(run_dir), ["tensorboard", "csv"]))
+    eval_env = make_env(cfg.scenario, env_kwargs, monitor=False)
+    best_path = run_dir / "best_model.zip"
+    callbacks = [
+        SimMetricsCallback(),
+        HyperparamsTextCallback({"algo": spec.name, "scenario": cfg.scenario, "seed": cfg.seed,
+                                 **{k: _yaml_safe(v) for k, v in hp.items()}}),
+    ]
+    if cfg.eval_freq > 0:
+        callbacks.append(HeuristicEvalCallback(
+            eval_env, cfg.eval_seeds, primary, cfg.eval_heuristics, cfg.eval_freq, best_path,
+            log_path=run_dir / "evaluations.jsonl"))
+    if cfg.checkpoint_freq > 0:
+        callbacks.append(CheckpointCallback(max(cfg.checkpoint_freq // n_envs, 1), str(run_dir / "checkpoints"),
+                                            name_prefix="model"))
+    model_path = run_dir / "model.zip"
+    interrupted = False
+    t0 = time.perf_counter()
+    try:
+        if hp["pretrain"] and not cfg.resume:
+            warm_start(model, cfg, hp, env_kwargs, shaping, primary)
+        model.learn(total_timesteps=int(hp["n_timesteps"]), callback=callbacks,
+                    progress_bar=cfg.progress_bar, reset_num_timesteps=not cfg.resume)
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted at {model.num_timesteps} steps: saving {model_path}", file=sys.stderr)
+    wall = time.perf_counter() - t0
+    model.save(model_path)
+    if isinstance(env, VecNormalize):
+        env.save(str(run_dir / "vecnormalize.pkl"))
+    if not best_path.exists():  # no periodic evaluation ran: the final model is the best known
+        shutil.copyfile(model_path, best_path)
+    env.close()
+    result = TrainResult(run_dir, model_path, best_path, int(model.num_timesteps), wall, interrupted)
+    (run_dir / "train_summary.json").write_text(json.dumps(
+        {"num_timesteps": result.num_timesteps, "wall_s": wall, "fps": result.num_timesteps / max(wall, 1e-9),
+         "interrupted": interrupted}, indent=2) + "\n")
+    print(f"trained {result.num_timesteps} steps in {wall:.0f}s -> {run_dir}")
+    if cfg.final_eval and not interrupted:
+        from agents.report import compare_with_baselines
+
+        result.final_eval = compare_with_baselines(
+            cfg.scenario, {"agent:best_model": best_path, "agent:model": model_path}, cfg.test_seeds,
+            primary, device=cfg.device, out_path=run_dir / "final_eval.json")
+    return result
+
+
+#: Demonstration seeds of the behaviour-cloning warm start: a block of 500..999 chosen by the
+#: run's seed, inside the training range (0..999) and so disjoint from every evaluation set.
+DEMO_SEED_START = 500
+
+
+def warm_start(model, cfg: TrainConfig, hp: dict, env_kwargs: dict, shaping: dict, metric: str) -> None:
+    """Behaviour cloning (then ``dagger`` rounds of DAgger) of ``pretrain.heuristic``."""
+    from agents.pretrain import behaviour_clone, collect, concat
+
+    pt = dict(hp["pretrain"])  # keys validated by agents.hyperparams.validate
+    heuristic = pt.get("heuristic", "adaptive")
+    episodes = int(pt.get("episodes", 20))
+    rounds = int(pt.get("dagger", 0))
+    n_demo = (rounds + 1) * episodes
+    start = DEMO_SEED_START + (cfg.seed * n_demo) % (1000 - DEMO_SEED_START - n_demo + 1)
+    gamma = float(hp.get("gamma", 0.99))
+    bc = {"batch_size": int(pt.get("batch_size", 256)), "lr": float(pt.get("lr", 1e-3)),
+          "value_coef": float(pt.get("value_coef", 0.5)), "seed": cfg.seed}
+    t0 = time.perf_counter()
+    demos = collect(cfg.scenario, heuristic, range(start, start + episodes), gamma, env_kwargs, shaping or None, metric)
+    print(f"pretrain: {len(demos.actions)} decisions from {episodes} {heuristic} episodes "
+          f"({metric} {demos.metric:.4f}; {time.perf_counter() - t0:.0f}s)")
+    behaviour_clone(model, demos, epochs=int(pt.get("epochs", 5)), logger=model.logger, **bc)
+    for r in range(rounds):
+        s0 = start + (r + 1) * episodes
+        more = collect(cfg.scenario, heuristic, range(s0, s0 + episodes), gamma, env_kwargs, shaping or None,
+                       metric, learner=model)
+        print(f"dagger round {r + 1}/{rounds}: learner {metric} {more.metric:.4f}; "
+              f"{len(more.actions)} more decisions labelled")
+        demos = concat(demos, more)
+        behaviour_clone(model, demos, epochs=int(pt.get("dagger_epochs", 2)), logger=model.logger, **bc)
+    model.logger.record("pretrain/decisions", len(demos.actions))
+    model.logger.record("pretrain/seconds", time.perf_counter() - t0)
