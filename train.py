@@ -9,13 +9,14 @@ Examples::
 
 Hyperparameters come from ``agents/hyperparams/<algo>.yml`` (the scenario's entry over
 ``default``), then ``-p key=value`` overrides (values parsed as YAML), then the explicit flags
-(``--timesteps``, ``--n-envs``, ``--policy-net``). Ctrl-C saves the model before exiting.
+(``--timesteps``, ``--n-envs``, ``--policy-net``). Ctrl-C (or SIGTERM) saves the model before exiting.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 
 from agents.envs import TEST_SEEDS, VALIDATION_SEEDS
@@ -61,8 +62,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     )
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
+    # `kill <pid>` of a background run saves the model too, like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = train(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -120,7 +120,8 @@ def test_candidate_policy_for_unmasked_algos(algo, tiny_scenario):
     spec = get_algo(algo)
     env = make_env(tiny_scenario, spec.env_kwargs, monitor=False)
     policy, kwargs = policy_for("attention", algo, {"features_extractor_kwargs": {"embed_dim": 16}})
-    extra = {"learning_starts": 16, "buffer_size": 500} if algo == "dqn" else {"n_steps": 32}
+    extra = {"dqn": {"learning_starts": 16, "buffer_size": 500}, "ppo": {"n_steps": 32, "batch_size": 32},
+             "a2c": {"n_steps": 32}}[algo]
     model = spec.cls(policy, env, policy_kwargs=kwargs, seed=0, device="cpu", **extra)
     model.learn(64)
     obs, _ = env.reset(seed=1)
