@@ -10,12 +10,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.encoding import ENCODE
 from envs.render import render_ansi, render_gantt
 from envs.scenarios.loader import Scenario, load_scenario
 from envs.sim.metrics import episode_metrics
 from envs.sim.simulator import REASONS, Simulator
-
-_MAX_CACHED_ROWS = 8192  # task feature rows cached at most (continuous sizes: one per task)
 
 
 class MaskedDiscrete(spaces.Discrete):
@@ -159,16 +158,13 @@ class SchedulingEnv(gym.Env):
         self._type_onehot = np.eye(T, dtype=np.float32)[cl.dev_type]
         self._devices_obs = np.zeros((self.D, self.device_features), dtype=np.float32)
         self._devices_obs[:, :T] = self._type_onehot
-        self._obs_window_key = None
-        self._obs_dev_key = None
-        self._failures = self.sim.failures_enabled
-        self._task_rows: dict[tuple, np.ndarray] = {}
-        self._pad_row = np.zeros(self.task_features, dtype=np.float32)
-        self._time_coef = np.array([0.25, -1.0])  # waited / (4 SLO), slack / SLO per 1 / SLO
-        self._time_coef_b = np.array([-0.25, 1.0])
         self._T = T
         self._inv_dev_memory = 1.0 / cl.dev_memory
-        self._col_prio, self._col_waited, self._col_slack = 3 + C, 4 + C, 5 + C
+        self._dev_type = cl.dev_type.astype(np.int64)
+        self._col_prio = 3 + C  # then waited, slack
+        self._fk_key = (None, 0)  # (shape-table version, shapes encoded) of _fk
+        self._fk = np.zeros((1, self.task_features), dtype=np.float32)
+        self._mask_key = None
         self._root_seed: np.random.SeedSequence | None = None
         self._episode_done = True
 
@@ -181,7 +177,6 @@ class SchedulingEnv(gym.Env):
         episode_seed = self._root_seed.spawn(1)[0]
         sim = self.sim
         sim.reset(episode_seed)
-        self._obs_dev_key = None
         sim.advance_to_next_decision()
         self._span = sim.horizon if math.isfinite(sim.horizon) else max(sim._last_arrival, 1e-9)
         n_jobs = len(sim.job_specs)
@@ -232,7 +227,11 @@ class SchedulingEnv(gym.Env):
             self._stuck = True
 
     def action_masks(self) -> np.ndarray:
-        """Exact joint mask over ``Discrete(K*V*D + 1)``; waiting is always allowed."""
+        """Exact joint mask over ``Discrete(K*V*D + 1)``; waiting is always allowed. (Computed
+        with the observation; recomputed here if the simulator was changed since. Read-only.)"""
+        sim = self.sim
+        if self._mask_key == (sim.queue_version, sim.dev_version):
+            return self._mask
         mask = np.empty(self.n_actions, dtype=bool)
         mask[:-1] = self.sim.action_mask().ravel()
         mask[-1] = True
@@ -252,103 +251,68 @@ class SchedulingEnv(gym.Env):
         }
 
     def _observation(self) -> dict[str, np.ndarray]:
+        """Encode the observation (and the action mask, cached until the state changes)."""
         sim = self.sim
-        sim._refresh_window()
         now = sim.now
-        if sim.window_version != self._obs_window_key:
-            self._encode_window()
-        # waited / (4 SLO) and slack / SLO are affine in time: now * a + b, clipped to [-1, 1]
-        # (padding rows have a = b = 0).
-        x = self._time_a * now
-        x += self._time_b
-        np.maximum(x, -1.0, out=x)
-        np.minimum(x, 1.0, out=x)
-        tasks = self._tasks_obs.copy()
-        tasks[:, self._col_waited:self._col_slack + 1] = x
-        dev = self._devices_obs
-        T = self._T
-        if sim.dev_version != self._obs_dev_key:
-            self._obs_dev_key = sim.dev_version
-            dev[:, T] = sim.dev_up
-            dev[:, T + 1] = ~sim.dev_idle
-            dev[:, T + 3] = 1.0 - sim.dev_memory_used * self._inv_dev_memory
-            dev[:, T + 4:] = sim.resident.T
-        free_at = np.maximum(sim.dev_busy_until, now)
-        remaining = free_at - now
-        dev[:, T + 2] = remaining / (remaining + self._tau)
-        # Estimated latency at completion over SLO, x = (free_at - arrival + load if cold + exec)
-        # / SLO, encoded as min(x, 4) / 2 - 1 (inf, never runs, -> 1). Per window the parts that
-        # do not change are precomputed for a resident and a cold variant (_est_warm,
-        # _est_cold); per step only device free times and residency enter.
-        est = np.where(sim.resident[sim.w_slot_variant], self._est_warm, self._est_cold)  # (K, V, D)
-        if self._failures:  # a failed device never completes anything (until it is repaired)
-            free_at = np.where(sim.dev_up, free_at, np.inf)
-        est += self._est_inv_slo * free_at
-        np.minimum(est, 1.0, out=est)
         K = self.K
+        win = sim.queue[:K]
+        n = len(win)
+        ids = [t.id for t in win]
+        if n < K:
+            ids += sim._pad_ids[n]
+        if self._fk_key != (sim.kinds_version, sim._nk):
+            self._encode_shapes()
         q = len(sim.queue)
         backlog = q - K if q > K else 0
         rate = sim.recent_arrival_rate(self._rate_window) / self._mean_rate
-        glob = np.array([
-            backlog / (backlog + K),
-            min(now / self._span, 1.0),
-            rate / (rate + 1.0),
-            sim.utilization_now(),
-            min(q / sim.queue_capacity, 1.0),  # requeues may overfill it
-        ], dtype=np.float32)
-        return {"tasks": tasks, "devices": dev.copy(), "estimates": est.astype(np.float32), "global": glob}
+        up = sim._up_devices
+        mask, tasks, est, dev, glob = ENCODE(
+            now, np.array(ids, dtype=np.int64), n, sim._tkind, sim._ttimes, sim._ktab, sim._kstat, sim._kres,
+            self._fk, sim.dev_busy_until, sim.dev_up, sim.dev_idle, sim.dev_memory_used, self._inv_dev_memory,
+            self._dev_type, sim._idle_by_type, sim.resident.reshape(-1), self._devices_obs, sim._E0, self.V,
+            self.D, self._tau, self._col_prio, self._T, sim._has_gangs,
+            backlog / (backlog + K), min(now / self._span, 1.0), rate / (rate + 1.0),
+            sim._busy_devices / up if up else 0.0, min(q / sim.queue_capacity, 1.0))  # requeues may overfill
+        mask.flags.writeable = False
+        self._mask = mask
+        self._mask_key = (sim.queue_version, sim.dev_version)
+        return {"tasks": tasks, "devices": dev, "estimates": est, "global": glob}
 
-    def _task_row(self, t) -> np.ndarray:
-        """Time-independent features of a task: they depend on its kind and priority only
-        (cached per pair; kinds hash by identity, cheaper than their key tuple)."""
-        key = (t.kind, t.priority)
-        row = self._task_rows.get(key)
-        if row is None:
-            if len(self._task_rows) >= _MAX_CACHED_ROWS:  # continuous sizes: stay bounded
-                self._task_rows.clear()
-            C = self.sim.cluster.num_caps
-            row = np.zeros(self.task_features, dtype=np.float32)
-            size, size2, min_acc, cap, n = t.kind.row[:5]
-            row[0] = 1.0
-            row[1 + int(cap)] = 1.0
-            row[1 + C] = min(math.log1p(size) / self._log_size, 1.0)
-            row[2 + C] = min(math.log1p(size2) / self._log_size, 1.0)
-            row[self._col_prio] = t.priority / (1.0 + t.priority)
-            row[6 + C] = min_acc
-            row[7 + C] = min(n / self._max_pool, 1.0)
-            self._task_rows[key] = row
-        return row
-
-    def _encode_window(self) -> None:
-        """Everything of the observation that changes only with the window (once per window)."""
+    def _encode_shapes(self) -> np.ndarray:
+        """Time-independent task features of every task shape in the simulator's shape table
+        (one row per shape; row 0, the empty shape, stays all zeros)."""
         sim = self.sim
-        self._obs_window_key = sim.window_version
-        rows = [self._task_row(t) for t in sim.window]
-        if len(rows) < self.K:
-            rows += [self._pad_row] * (self.K - len(rows))
-        self._tasks_obs = np.array(rows)
-        arrival = sim.w_arrival
-        inv_slo = 1.0 / sim.w_slo  # the job's SLO (padding rows: 1)
-        p = (inv_slo * sim.w_present)[:, None]  # 0 on padding rows
-        # Columns (waited / (4 SLO), slack / SLO) = now * a + b.
-        self._time_a = self._time_coef * p
-        self._time_b = sim.w_times[:, :2] * self._time_coef_b * p
-        half = (0.5 * inv_slo)[:, None, None]
-        base = sim.w_exec - arrival[:, None, None]  # inf on padding rows and never-runs pairs
-        base *= half
-        base -= 1.0
-        self._est_warm = base
-        self._est_cold = sim.w_load * half + base
-        self._est_inv_slo = half
+        version, nk = self._fk_key
+        lo = 1 if version != sim.kinds_version else nk
+        hi = sim._nk
+        fk = np.zeros((hi, self.task_features), dtype=np.float32)
+        fk[:lo] = self._fk[:lo]
+        C = sim.cluster.num_caps
+        kt = sim._ktab[lo:hi]
+        rows = np.arange(hi - lo)
+        fk[lo:, 0] = 1.0
+        fk[lo + rows, 1 + kt[:, 3].astype(np.int64)] = 1.0
+        fk[lo:, 1 + C] = np.minimum(np.log1p(kt[:, 0]) / self._log_size, 1.0)
+        fk[lo:, 2 + C] = np.minimum(np.log1p(kt[:, 1]) / self._log_size, 1.0)
+        fk[lo:, 6 + C] = kt[:, 2]
+        fk[lo:, 7 + C] = np.minimum(kt[:, 4] / self._max_pool, 1.0)
+        self._fk = fk
+        self._fk_key = (sim.kinds_version, hi)
+        return fk
 
     def _info(self, final: bool) -> dict[str, Any]:
         sim = self.sim
+        c = sim.counters
+        # The same keys as sim.accounting() and sim.job_accounting(), built in one go (every step).
         info: dict[str, Any] = {
-            "accounting": {**sim.accounting(), **sim.job_accounting()},
+            "accounting": {"arrived": c.arrived, "completed": c.completed, "dropped": c.dropped,
+                           "queued": c.queued, "running": c.running, "jobs_arrived": c.jobs_arrived,
+                           "jobs_completed": c.jobs_completed, "jobs_dropped": c.jobs_dropped,
+                           "jobs_in_progress": c.jobs_arrived - c.jobs_completed - c.jobs_dropped},
             "time": sim.now,
         }
-        if sim.counters.extra:
-            info["workload_counters"] = dict(sim.counters.extra)
+        if c.extra:
+            info["workload_counters"] = dict(c.extra)
         if final:
             info["metrics"] = episode_metrics(sim)
         return info

@@ -125,24 +125,6 @@ DROPPED = 4
 
 
 @dataclass(eq=False, slots=True)
-class TaskKind:
-    """What the simulator precomputes once for all tasks of the same (capability, size, size2,
-    accuracy floor, devices required): their row of the window arrays.
-
-    ``row`` is one flat float vector, so that a window of K tasks is built with one
-    ``np.array`` call: ``[size, size2, min_accuracy, cap, n, slot_variant (V), static (V*D),
-    exec (V*D), load (V*D)]`` (the integer columns adjacent, so that one cast gives them) where
-    ``static`` is 1 where the variant slot can ever serve the task on the device, ``exec`` the
-    noise-free execution time (inf where static is 0) and ``load`` the cold-start time of the
-    slot's variant on the device."""
-
-    key: tuple
-    cap_index: int
-    ideal: float
-    row: object
-
-
-@dataclass(eq=False, slots=True)
 class Task:
     """A stage instance inside the simulator."""
 
@@ -162,7 +144,9 @@ class Task:
     deadline: float
     ideal: float
     """Fastest possible execution (best feasible variant and device type, resident, no queue)."""
-    kind: TaskKind | None = None
+    kind: int = 0
+    """Index of the task's shape (capability, sizes, accuracy floor, devices required) in the
+    simulator's table of precomputed per-shape arrays."""
     slo: float = 1.0
     """The job's SLO (relative deadline), the scale of the time features."""
     ready_time: float = math.nan

@@ -26,8 +26,8 @@ from envs.sim.model import (
     Device,
     Job,
     JobSpec,
+    StageSpec,
     Task,
-    TaskKind,
 )
 from envs.workloads.base import Workload
 
@@ -160,22 +160,13 @@ class Simulator:
         self.dev_up = np.ones(cl.num_devices, dtype=bool)
         self.dev_idle = np.ones(cl.num_devices, dtype=bool)
         self._avail = np.ones(cl.num_devices, dtype=bool)  # dev_idle & dev_up, kept in step
+        self._avail_bits = (1 << cl.num_devices) - 1  # the same as a bit set (bit d: device d)
         self.dev_busy_until = np.zeros(cl.num_devices)
         self.dev_memory_used = np.zeros(cl.num_devices)
         self.resident = np.zeros((cl.num_variants, cl.num_devices), dtype=bool)
         self._idle_by_type = cl.type_count.copy()
         if not hasattr(self, "_kinds"):
-            self._kinds: dict[tuple, TaskKind] = {}  # kept across episodes: depends on the cluster only
-            V, D = cl.num_slots, cl.num_devices
-            self._empty_kind = TaskKind((), 0, math.inf, np.concatenate(
-                [[0, 0, 0, 0, 1], np.zeros(V), np.zeros(V * D), np.full(V * D, np.inf), np.zeros(V * D)]))
-            # w_present for each window fill n (shared, so read-only).
-            self._present = [np.arange(self.K) < n for n in range(self.K + 1)]
-            for p in self._present:
-                p.flags.writeable = False
-            self.window_version = 0  # bumped at every window rebuild, never reset (cache key)
-        elif len(self._kinds) > _MAX_KINDS:  # continuous sizes make a kind per task: stay bounded
-            self._kinds.clear()
+            self._init_static()
         self._last_arrival = self.job_specs[-1].arrival if self.job_specs else 0.0
         self._arrival_times: list[float] = []
         self._rate_ptr, self._rate_window = 0, -1.0
@@ -187,14 +178,153 @@ class Simulator:
             raise ValueError(f"workload jobs must have finite, non-negative arrival times sorted in "
                              f"order: job {bad} ({self.job_specs[bad].source or 'generated'}) arrives at "
                              f"{arrivals[bad]}")
+        self._index_tasks(arrivals)
         self._next_arrival = float(arrivals[0]) if len(arrivals) else math.inf
         if self.failures_enabled:
             for dev in self.devices:
                 self._schedule_failure(dev)
         self._window_dirty = True  # the first K queued tasks may have changed
-        self.dev_version = getattr(self, "dev_version", 0) + 1  # bumped when any device state changes
+        # Change counters (cache keys for views of the state; never reset): the first K queued
+        # tasks may have changed; some device state changed.
+        self.queue_version = getattr(self, "queue_version", 0) + 1
+        self.dev_version = getattr(self, "dev_version", 0) + 1
         self._dev_dirty = True  # device availability changed
         self._idle_up = cl.num_devices  # devices idle and up
+
+    def _init_static(self) -> None:
+        """Per-cluster constants and the (cross-episode) table of task shapes."""
+        cl = self.cluster
+        V, D = cl.num_slots, cl.num_devices
+        VD = V * D
+        # Python copies of the cluster arrays for scalar lookups (faster than numpy scalars).
+        self._slot_variant_l = cl.slot_variant.tolist()
+        self._slot_runs_l = cl.slot_runs.tolist()
+        self._slot_acc_l = cl.slot_accuracy.tolist()
+        self._slot_max_size_l = cl.slot_max_size.tolist()
+        self._dev_type_l = cl.dev_type.tolist()
+        self._var_acc_l = cl.var_accuracy.tolist()
+        self._best_acc_l = cl.best_accuracy.tolist()
+        self._load_time_l = cl.load_time.tolist()
+        self._var_memory_l = cl.var_memory.tolist()
+        self._dev_memory_l = cl.dev_memory.tolist()
+        self._type_bits = [sum(1 << d for d in range(D) if cl.dev_type[d] == tt) for tt in range(cl.num_types)]
+        #: Column blocks of the shape table ``_ktab`` (one float row per task shape):
+        #: [size, size2, min_accuracy, cap, n | exec (V*D) | load (V*D)]: noise-free execution
+        #: time of each (variant slot, device), inf where the pair can never serve the shape, and
+        #: the cold-start time of the slot's variant on the device.
+        self._E0, self._L0 = 5, 5 + VD
+        self._kinds: dict[StageSpec, int] = {}  # task shape -> row; kept across episodes
+        self._clear_kinds()
+        # w_present for each window fill n (shared, so read-only).
+        self._present = [np.arange(self.K) < n for n in range(self.K + 1)]
+        for p in self._present:
+            p.flags.writeable = False
+        self.window_version = 0  # bumped at every window rebuild, never reset (cache key)
+        self.kinds_version = 0  # bumped when the shape table is cleared (cache key)
+
+    def _clear_kinds(self) -> None:
+        cl = self.cluster
+        V, D = cl.num_slots, cl.num_devices
+        self._kinds.clear()
+        cap = 64
+        self._ktab = np.zeros((cap, 5 + 2 * V * D))
+        #: (shapes, V*D) the slot's variant can ever serve the shape on the device.
+        self._kstat = np.zeros((cap, V * D), dtype=bool)
+        #: (shapes, V*D) flat index ``variant * D + device`` into ``resident`` (cold starts).
+        self._kres = np.zeros((cap, V * D), dtype=np.int64)
+        #: (shapes,) bit set of devices on which some variant slot can serve the shape.
+        self._kdevbits: list[int] = [0]
+        self._kcap: list[int] = [0]
+        self._kideal: list[float] = [math.inf]
+        # Row 0 is the empty shape of padding window slots: never runs.
+        self._ktab[0, 4] = 1.0
+        self._ktab[0, self._E0:self._L0] = math.inf
+        self._nk = 1
+        self.kinds_version = getattr(self, "kinds_version", 0) + 1
+
+    def _add_kinds(self, shapes: list[StageSpec], sources: list[str]) -> None:
+        """Compute the table rows of new task shapes, vectorised over the shapes."""
+        cl = self.cluster
+        V, D = cl.num_slots, cl.num_devices
+        caps = []
+        for st, src in zip(shapes, sources):
+            c = cl.cap_index.get(st.capability)
+            if c is None:
+                raise ValueError(f"job from {src or 'workload'} needs capability '{st.capability}' "
+                                 f"that no variant of the scenario provides")
+            caps.append(c)
+        m = len(shapes)
+        cap = np.array(caps, dtype=np.int64)
+        size = np.array([st.size for st in shapes], dtype=float)
+        size2 = np.array([st.size2 for st in shapes], dtype=float)
+        min_acc = np.array([st.min_accuracy for st in shapes], dtype=float)
+        n = np.array([st.devices_required for st in shapes], dtype=np.int64)
+        static = cl.slot_runs[cap] & (cl.slot_accuracy[cap] >= min_acc[:, None])[:, :, None] \
+            & (cl.slot_max_size[cap] >= (size + size2)[:, None])[:, :, None]  # (m, V, D)
+        # Pools with fewer devices of the type than a multi-device task needs can never run it.
+        static &= (cl.type_count[cl.dev_type][None, :] >= n[:, None])[:, None, :]
+        exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size[:, None, None] + cl.slot_gamma[cap] * size2[:, None, None]
+        exec_t /= (1.0 + (n[:, None] - 1) * cl.slot_scaling[cap])[:, :, None]  # exactly 1 for n = 1
+        exec_t = np.where(static, exec_t, np.inf)
+        ideal = exec_t.reshape(m, -1).min(axis=1) if V * D else np.full(m, np.inf)
+        lo, hi = self._nk, self._nk + m
+        if hi > len(self._ktab):
+            new_cap = max(hi, 2 * len(self._ktab))
+            for name in ("_ktab", "_kstat", "_kres"):
+                old = getattr(self, name)
+                grown = np.zeros((new_cap,) + old.shape[1:], dtype=old.dtype)
+                grown[:lo] = old[:lo]
+                setattr(self, name, grown)
+        kt = self._ktab
+        kt[lo:hi, 0], kt[lo:hi, 1], kt[lo:hi, 2], kt[lo:hi, 3], kt[lo:hi, 4] = size, size2, min_acc, cap, n
+        kt[lo:hi, self._E0:self._L0] = exec_t.reshape(m, -1)
+        kt[lo:hi, self._L0:] = cl.slot_load[cap].reshape(m, -1)
+        self._kstat[lo:hi] = static.reshape(m, -1)
+        sv = np.maximum(cl.slot_variant[cap], 0)  # (m, V)
+        self._kres[lo:hi] = (sv[:, :, None] * D + np.arange(D)).reshape(m, -1)
+        self._kdevbits += [sum(1 << d for d, ok in enumerate(row) if ok) for row in static.any(axis=1).tolist()]
+        self._kcap += caps
+        self._kideal += ideal.tolist()
+        for i, st in enumerate(shapes):
+            self._kinds[st] = lo + i
+        self._nk = hi
+
+    def _index_tasks(self, arrivals: np.ndarray) -> None:
+        """Per-task arrays of the episode. Task ids are given in job order and stage order, so
+        every task's id is known before it arrives: its shape row and its times."""
+        specs = self.job_specs
+        if len(self._kinds) > _MAX_KINDS:  # continuous sizes make a shape per task: stay bounded
+            self._clear_kinds()
+        kinds = self._kinds
+        single = all(len(j.stages) == 1 for j in specs)
+        stages = [j.stages[0] for j in specs] if single else [st for j in specs for st in j.stages]
+        new: dict[StageSpec, str] = {}
+        for j, st in zip(specs, stages) if single else ((j, st) for j in specs for st in j.stages):
+            if st not in kinds and st not in new:
+                new[st] = j.source
+        if new:
+            self._add_kinds(list(new), list(new.values()))
+        get = kinds.__getitem__
+        self._tkind_l = list(map(get, stages))
+        N = len(stages)
+        self._n_tasks = N
+        #: (N + 1,) shape row of each task; the last entry is the padding of empty window slots.
+        self._tkind = np.zeros(N + 1, dtype=np.int64)
+        self._tkind[:N] = self._tkind_l
+        #: (N + 1, 4) arrival (set when the task becomes ready), deadline, priority, SLO of each
+        #: task; the last row (0, 1, 0, 1) pads empty window slots.
+        tt = np.empty((N + 1, 4))
+        slo = np.fromiter((j.slo for j in specs), float, len(specs))
+        prio = np.fromiter((j.priority for j in specs), float, len(specs))
+        deadline = arrivals + slo
+        if not single:
+            counts = [len(j.stages) for j in specs]
+            slo, prio, deadline = np.repeat(slo, counts), np.repeat(prio, counts), np.repeat(deadline, counts)
+        tt[:N, 0] = np.nan
+        tt[:N, 1], tt[:N, 2], tt[:N, 3] = deadline, prio, slo
+        tt[N] = (0.0, 1.0, 0.0, 1.0)
+        self._ttimes = tt
+        self._pad_ids = [[N] * (self.K - n) for n in range(self.K + 1)]
 
     @property
     def done(self) -> bool:
@@ -243,10 +373,11 @@ class Simulator:
         while True:
             if ev and ev[0][0] <= t:
                 _, _, kind, payload = pop(ev)
-                if kind == FINISH:
+                if kind == EXPIRE:
+                    if payload.state == QUEUED:
+                        self._drop_job(payload.job, "expired", first=payload)
+                elif kind == FINISH:
                     self._on_finish(*payload)
-                elif kind == EXPIRE:
-                    self._on_expire(payload)
                 elif kind == FAIL:
                     self._on_fail(payload)
                 else:
@@ -277,19 +408,56 @@ class Simulator:
         return True
 
     def advance_to_next_decision(self) -> None:
-        """Advance time until some assignment is possible, the episode ends, or the horizon."""
+        """Advance time until some assignment is possible, the episode ends, or the horizon.
+
+        The hot loop of the simulator: :meth:`_advance_clock` and :meth:`_process_instant` are
+        inlined (the same logic)."""
         horizon = self.horizon
-        while not self.done and self.now < horizon:
-            if self.queue and self._idle_up and self.has_decision():
+        ev = self._events
+        c = self.counters
+        st = self.stats
+        n_jobs = self._n_jobs
+        pop = heapq.heappop
+        while True:
+            if c.jobs_completed + c.jobs_dropped == n_jobs and c.queued == 0 and c.running == 0:
+                return  # done
+            now = self.now
+            if now >= horizon:
                 return
-            t = self.next_event_time()
+            if self._idle_up and self.queue and self.has_decision():
+                return
+            t = ev[0][0] if ev else math.inf
+            if self._next_arrival < t:
+                t = self._next_arrival
             if t > horizon:  # nothing more before the horizon (or ever, if t is inf)
                 if horizon < math.inf:
                     self._advance_clock(horizon)
                 return
-            if t != self.now:
-                self._advance_clock(t)
-            self._process_instant(t)
+            if t != now:  # _advance_clock(t)
+                dt = t - now
+                if dt < 0:
+                    raise RuntimeError(f"time would go back from {now} to {t}")
+                st.dt += dt
+                st.slowdown_area += dt * self._inv_ideal_sum
+                if self._up_devices:
+                    st.busy_area += dt * self._busy_devices / self._up_devices
+                self.now = t
+            while True:  # _process_instant(t)
+                if ev and ev[0][0] <= t:
+                    _, _, kind, payload = pop(ev)
+                    if kind == EXPIRE:
+                        if payload.state == QUEUED:
+                            self._drop_job(payload.job, "expired", first=payload)
+                    elif kind == FINISH:
+                        self._on_finish(*payload)
+                    elif kind == FAIL:
+                        self._on_fail(payload)
+                    else:
+                        self._on_recover(payload)
+                elif self._next_arrival <= t:
+                    self._on_arrival(self._next_job)
+                else:
+                    break
 
     # ------------------------------------------------------------------ handlers
     def _on_arrival(self, j: int) -> None:
@@ -302,32 +470,33 @@ class Simulator:
         self.counters.jobs_arrived += 1
         self._arrival_times.append(self.now)
         deadline = spec.arrival + spec.slo
-        if len(spec.stages) == 1:  # fast path: a single request
-            st = spec.stages[0]
-            kind = self._kinds.get((st.capability, st.size, st.size2, st.min_accuracy, st.devices_required)) \
-                or self._kind(st.capability, st.size, st.size2, st.min_accuracy, st.devices_required, spec)
-            t = Task(self._task_ids, job, 0, st.capability, kind.cap_index, st.size, st.size2,
-                     st.devices_required, st.min_accuracy, spec.priority, math.nan, deadline, kind.ideal, kind, spec.slo)
-            self._task_ids += 1
+        tid = self._task_ids
+        stages = spec.stages
+        if len(stages) == 1:  # fast path: a single request
+            st = stages[0]
+            kid = self._tkind_l[tid]
+            t = Task(tid, job, 0, st.capability, self._kcap[kid], st.size, st.size2, st.devices_required,
+                     st.min_accuracy, spec.priority, math.nan, deadline, self._kideal[kid], kid, spec.slo)
+            self._task_ids = tid + 1
             job.tasks.append(t)
             job.remaining = 1
-            if kind.ideal == math.inf:
+            if t.ideal == math.inf:
                 self._drop_job(job, "infeasible")
             else:
                 self._make_ready(t)
             return
         feasible = True
-        for s, st in enumerate(spec.stages):
-            kind = self._kind(st.capability, st.size, st.size2, st.min_accuracy, st.devices_required, spec)
-            t = Task(self._task_ids, job, s, st.capability, kind.cap_index, st.size, st.size2,
-                     st.devices_required, st.min_accuracy, spec.priority, math.nan, deadline, kind.ideal, kind, spec.slo)
-            self._task_ids += 1
-            feasible &= kind.ideal < math.inf
+        for s, st in enumerate(stages):
+            kid = self._tkind_l[tid + s]
+            t = Task(tid + s, job, s, st.capability, self._kcap[kid], st.size, st.size2, st.devices_required,
+                     st.min_accuracy, spec.priority, math.nan, deadline, self._kideal[kid], kid, spec.slo)
+            feasible &= t.ideal < math.inf
             if st.parents:
                 t.pending_parents = len(st.parents)
                 for p in st.parents:
                     job.tasks[p].children.append(t)
             job.tasks.append(t)
+        self._task_ids = tid + len(stages)
         job.remaining = len(job.tasks)
         if not feasible:
             self._drop_job(job, "infeasible")
@@ -338,53 +507,32 @@ class Simulator:
                 if job.dropped:
                     return
 
-    def _kind(self, capability: str, size: float, size2: float, min_accuracy: float, n: int,
-              spec: JobSpec) -> TaskKind:
-        """The shared precomputation for tasks of this shape (cached)."""
-        key = (capability, size, size2, min_accuracy, n)
-        kind = self._kinds.get(key)
-        if kind is not None:
-            return kind
-        cl = self.cluster
-        cap = cl.cap_index.get(capability)
-        if cap is None:
-            raise ValueError(f"job from {spec.source or 'workload'} needs capability "
-                             f"'{capability}' that no variant of the scenario provides")
-        ideal = cl.ideal_time(cap, size, size2, min_accuracy, n)
-        static = cl.slot_runs[cap] & (cl.slot_accuracy[cap] >= min_accuracy)[:, None] \
-            & (cl.slot_max_size[cap] >= size + size2)[:, None]
-        if n > 1:  # pools with fewer devices of the type can never run it
-            static &= (cl.type_count[cl.dev_type] >= n)[None, :]
-        exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size + cl.slot_gamma[cap] * size2
-        if n > 1:
-            exec_t = exec_t / (1.0 + (n - 1) * cl.slot_scaling[cap])[:, None]
-        row = np.concatenate([[size, size2, min_accuracy, cap, n], np.maximum(cl.slot_variant[cap], 0),
-                              static.ravel(), np.where(static, exec_t, np.inf).ravel(),
-                              cl.slot_load[cap].ravel()]).astype(float)
-        kind = TaskKind(key, cap, ideal, row)
-        self._kinds[key] = kind
-        return kind
-
     def _make_ready(self, t: Task) -> None:
-        t.arrival = t.ready_time = self.now
-        if self.counters.queued >= self.queue_capacity:
+        now = self.now
+        t.arrival = t.ready_time = now
+        self._ttimes[t.id, 0] = now
+        c = self.counters
+        if c.queued >= self.queue_capacity:
             self._drop_job(t.job, "queue_full", first=t)
             return
         t.state = QUEUED
         self.tasks.append(t)
-        self.counters.arrived += 1
-        self.counters.queued += 1
-        self.queue.append(t)
+        c.arrived += 1
+        c.queued += 1
+        q = self.queue
+        q.append(t)
         self._inv_ideal_sum += t.priority / t.ideal
-        if len(self.queue) <= self.K:
+        if len(q) <= self.K:
             self._window_dirty = True
+            self.queue_version += 1
         if t.devices_required > 1:
             self._has_gangs = True
         if self.drop_expired:
-            if t.deadline <= self.now:  # a later stage of a job that is already late
+            if t.deadline <= now:  # a later stage of a job that is already late
                 self._drop_job(t.job, "expired", first=t)
             else:
-                self._push(t.deadline, EXPIRE, t)
+                self._seq += 1
+                heapq.heappush(self._events, (t.deadline, self._seq, EXPIRE, t))
 
     def _drop_job(self, job: Job, reason: str, first: Task | None = None) -> None:
         """Drop every unfinished task of ``job``; ``first`` is the task that caused it."""
@@ -421,7 +569,6 @@ class Simulator:
     def _on_finish(self, t: Task, attempt: int) -> None:
         if t.state != RUNNING or t.requeues != attempt:
             return  # stale: the task was requeued after a failure
-        cl = self.cluster
         c = self.counters
         t.state = DONE
         t.finish = self.now
@@ -434,7 +581,7 @@ class Simulator:
         st.completions += 1
         if self.now > t.deadline + 1e-12:
             st.slo_misses += 1
-        st.accuracy_gain += t.accuracy - float(cl.best_accuracy[t.cap_index])
+        st.accuracy_gain += t.accuracy - self._best_acc_l[t.cap_index]
         job = t.job
         job.remaining -= 1
         if job.dropped:
@@ -454,6 +601,7 @@ class Simulator:
         del self.queue[i]
         if i < self.K:
             self._window_dirty = True
+            self.queue_version += 1
 
     def _release_device(self, d: int) -> None:
         """Device d (up) finished or gave up its task and is idle now."""
@@ -462,6 +610,7 @@ class Simulator:
         dev.busy_until = self.now
         self.dev_idle[d] = True
         self._avail[d] = True
+        self._avail_bits |= 1 << d
         self.dev_busy_until[d] = self.now
         self._busy_devices -= 1
         self._idle_by_type[dev.type_index] += 1
@@ -497,6 +646,7 @@ class Simulator:
             self.queue.insert(i, t)
             if i < self.K:
                 self._window_dirty = True
+                self.queue_version += 1
             if t.job.dropped:  # its job already failed while it ran: nothing left to serve
                 self._remove_queued(t)
                 c.queued -= 1
@@ -516,6 +666,7 @@ class Simulator:
         self.dev_up[d] = False
         self.dev_idle[d] = True
         self._avail[d] = False
+        self._avail_bits &= ~(1 << d)
         self.dev_busy_until[d] = self.now
         self._up_devices -= 1
         self._idle_by_type[dev.type_index] -= 1
@@ -537,6 +688,7 @@ class Simulator:
         dev.up = True
         self.dev_up[d] = True
         self._avail[d] = True
+        self._avail_bits |= 1 << d
         self._up_devices += 1
         self._idle_by_type[dev.type_index] += 1
         self._idle_up += 1
@@ -546,8 +698,8 @@ class Simulator:
 
     # ================================================================== decisions
     def _refresh_window(self) -> None:
-        """Recompute the visible window's arrays and static mask (if the window changed) and the
-        joint mask (K, V, D) (if the window or the devices changed)."""
+        """Recompute the visible window (if it changed) and the joint mask (K, V, D) (if the
+        window or the devices changed)."""
         if self._window_dirty:
             self._window_dirty = False
             self._dev_dirty = True
@@ -555,53 +707,107 @@ class Simulator:
         if self._dev_dirty:
             self._dev_dirty = False
             mask = self.static_mask & self._avail
-            if self._has_gangs:
-                nreq = self.w_nreq
-                if (nreq > 1).any():
-                    idle_of_dev_type = self._idle_by_type[self.cluster.dev_type]  # (D,)
-                    mask &= (idle_of_dev_type[None, :] >= nreq[:, None])[:, None, :]
+            if self._has_gangs and self._w_gang:
+                idle_of_dev_type = self._idle_by_type[self.cluster.dev_type]  # (D,)
+                mask &= (idle_of_dev_type[None, :] >= self.w_nreq[:, None])[:, None, :]
             self.mask = mask
-            self._any_valid = np.count_nonzero(mask) > 0  # cheaper than mask.any() on small arrays
 
     def _build_window(self) -> None:
+        """The window's task ids index the episode's per-task arrays: one gather per array."""
         K = self.K
         win = self.queue[:K]
         n = len(win)
         self.window = win
         self.window_version += 1
-        kinds = [t.kind for t in win]
-        times = [x for t in win for x in (t.arrival, t.deadline, t.priority, t.slo)]
-        if n < K:
-            kinds += [self._empty_kind] * (K - n)
-            times += [0.0, 1.0, 0.0, 1.0] * (K - n)
-        # One array per window; every w_* array is a view of it (or of its int copy).
-        rows = np.array([k.row for k in kinds])  # (K, row width), layout in TaskKind
-        tm = np.array(times).reshape(K, 4)
-        V, D = self.cluster.num_slots, self.cluster.num_devices
-        ints = rows[:, 3:5 + V].astype(np.int64)
-        #: (K,) attributes of the window's tasks (padding rows: zeros, not present).
-        self.w_size, self.w_size2, self.w_min_acc = rows[:, 0], rows[:, 1], rows[:, 2]
-        self.w_caps, self.w_nreq = ints[:, 0], ints[:, 1]
-        self.w_slot_variant = ints[:, 2:]  # (K, V)
-        self.w_present = self._present[n]
-        #: (K, 4) arrival, deadline, priority and SLO (padding rows: 0, 1, 0, 1), also as columns:
-        self.w_times = tm
-        self.w_arrival, self.w_deadline, self.w_priority, self.w_slo = tm[:, 0], tm[:, 1], tm[:, 2], tm[:, 3]
         self.w_count = n
-        per_pair = rows[:, 5 + V:].reshape(K, 3, V, D)
+        ids = [t.id for t in win]
+        if n < K:
+            ids += self._pad_ids[n]
+        ida = np.array(ids)
+        #: (K,) task ids of the window (padding: the id past the last task).
+        self.w_ids = ida
+        #: (K,) shape row of each window task (padding: 0, the empty shape).
+        self.w_kid = kid = self._tkind[ida]
         #: (K, V, D) assignments valid whenever the device is idle and up.
-        self.static_mask = per_pair[:, 0] > 0.5
-        #: (K, V, D) noise-free execution time, inf where the pair can never run.
-        self.w_exec = per_pair[:, 1]
-        #: (K, V, D) cold-start time of the slot's variant on each device.
-        self.w_load = per_pair[:, 2]
-        self.w_kinds = kinds
+        self.static_mask = self._kstat[kid].reshape(K, self.cluster.num_slots, self.cluster.num_devices)
+        self._w_gang = self._has_gangs and any(t.devices_required > 1 for t in win)
+        self._wcache: dict[str, np.ndarray] = {}
+
+    def _w_rows(self) -> np.ndarray:
+        rows = self._wcache.get("rows")
+        if rows is None:
+            self._refresh_window()
+            rows = self._wcache["rows"] = self._ktab[self.w_kid]
+        return rows
+
+    # Arrays of the window, computed on first use after each rebuild (padding rows: zeros, not
+    # present, never runs).
+    @property
+    def w_exec(self) -> np.ndarray:
+        """(K, V, D) noise-free execution time, inf where the pair can never run."""
+        return self._w_rows()[:, self._E0:self._L0].reshape(self.K, self.cluster.num_slots, -1)
+
+    @property
+    def w_load(self) -> np.ndarray:
+        """(K, V, D) cold-start time of the slot's variant on each device."""
+        return self._w_rows()[:, self._L0:].reshape(self.K, self.cluster.num_slots, -1)
+
+    @property
+    def w_times(self) -> np.ndarray:
+        """(K, 4) arrival, deadline, priority and SLO (padding rows: 0, 1, 0, 1)."""
+        tm = self._wcache.get("times")
+        if tm is None:
+            self._refresh_window()
+            tm = self._wcache["times"] = self._ttimes[self.w_ids]
+        return tm
+
+    w_arrival = property(lambda self: self.w_times[:, 0])
+    w_deadline = property(lambda self: self.w_times[:, 1])
+    w_priority = property(lambda self: self.w_times[:, 2])
+    w_slo = property(lambda self: self.w_times[:, 3])
+    w_size = property(lambda self: self._w_rows()[:, 0])
+    w_size2 = property(lambda self: self._w_rows()[:, 1])
+    w_min_acc = property(lambda self: self._w_rows()[:, 2])
+    w_caps = property(lambda self: self._w_rows()[:, 3].astype(np.int64))
+    w_nreq = property(lambda self: self._w_rows()[:, 4].astype(np.int64))
+
+    @property
+    def w_present(self) -> np.ndarray:
+        """(K,) the slot holds a task."""
+        self._refresh_window()
+        return self._present[self.w_count]
+
+    @property
+    def w_slot_variant(self) -> np.ndarray:
+        """(K, V) global variant index of each slot (0 where none)."""
+        return np.maximum(self.cluster.slot_variant[self.w_caps], 0)
+
+    def w_resident_index(self) -> np.ndarray:
+        """(K * V * D,) flat index ``variant * D + device`` into ``resident`` of each pair."""
+        res = self._wcache.get("res")
+        if res is None:
+            self._refresh_window()
+            res = self._wcache["res"] = self._kres[self.w_kid].ravel()
+        return res
 
     def has_decision(self) -> bool:
+        """Some assignment is valid now (the same as ``action_mask().any()``, without building
+        the mask: per task shape, a bit set of the devices it can ever use)."""
         if not self.queue or self._idle_up == 0:
             return False
-        self._refresh_window()
-        return self._any_valid
+        avail = self._avail_bits
+        bits = self._kdevbits
+        for t in self.queue[:self.K]:
+            b = bits[t.kind] & avail
+            if b:
+                n = t.devices_required
+                if n == 1:
+                    return True
+                idle = self._idle_by_type  # a gang needs n idle devices of one type
+                for tt, type_bits in enumerate(self._type_bits):
+                    if b & type_bits and idle[tt] >= n:
+                        return True
+        return False
 
     def action_mask(self) -> np.ndarray:
         """(K, V, D) boolean mask of valid assignments right now."""
@@ -614,31 +820,31 @@ class Simulator:
         where the assignment can never be made, and on failed devices (their repair time is
         unknown to a scheduler)."""
         self._refresh_window()
-        cold = ~self.resident[self.w_slot_variant]  # (K, V, D)
+        cold = ~self.resident.ravel().take(self.w_resident_index()).reshape(self.K, self.cluster.num_slots, -1)
         wait = np.where(self.dev_up, np.maximum(self.dev_busy_until - self.now, 0.0), np.inf)
         return self.w_exec + wait + cold * self.w_load
 
     def check_assignment(self, k: int, v: int, d: int) -> str | None:
         """None if (window slot k, variant slot v, device d) is valid now, else a reason key."""
         self._refresh_window()
-        if not self.w_present[k]:
+        if k >= self.w_count:
             return "no_task"
-        cl = self.cluster
-        c = self.w_caps[k]
-        m = cl.slot_variant[c, v]
-        if m < 0:
+        t = self.window[k]
+        c = t.cap_index
+        if self._slot_variant_l[c][v] < 0:
             return "no_variant"
-        if not cl.slot_runs[c, v, d]:
+        if not self._slot_runs_l[c][v][d]:
             return "no_profile"
-        if cl.slot_accuracy[c, v] < self.w_min_acc[k]:
+        if self._slot_acc_l[c][v] < t.min_accuracy:
             return "accuracy"
-        if cl.slot_max_size[c, v] < self.w_size[k] + self.w_size2[k]:
+        if self._slot_max_size_l[c][v] < t.size + t.size2:
             return "too_large"
-        if not self.dev_up[d]:
+        if not self.devices[d].up:
             return "down"
-        if not self.dev_idle[d]:
+        if not (self._avail_bits >> d) & 1:
             return "busy"
-        if self.w_nreq[k] > 1 and self._idle_by_type[cl.dev_type[d]] < self.w_nreq[k]:
+        n = t.devices_required
+        if n > 1 and self._idle_by_type[self._dev_type_l[d]] < n:
             return "gang"
         return None
 
@@ -652,19 +858,23 @@ class Simulator:
                 raise ValueError(f"invalid assignment (slot {k}, variant {v}, device {d}): {REASONS[reason]}")
         cl = self.cluster
         t = self.window[k]
-        m = int(cl.slot_variant[t.cap_index, v])
+        m = self._slot_variant_l[t.cap_index][v]
         devs = [d]
         if t.devices_required > 1:
-            tt = cl.dev_type[d]
+            dt = self._dev_type_l
+            tt = dt[d]
             node = cl.nodes[d]
-            others = [e for e in range(cl.num_devices)
-                      if e != d and cl.dev_type[e] == tt and self.dev_idle[e] and self.dev_up[e]]
+            avail = self._avail_bits
+            others = [e for e in range(cl.num_devices) if e != d and dt[e] == tt and (avail >> e) & 1]
             others.sort(key=lambda e: (cl.nodes[e] != node, e))
             devs += others[: t.devices_required - 1]
         load = 0.0
         for e in devs:
-            load = max(load, self._make_resident(m, e))
-        exec_t = float(self.w_exec[k, v, d])
+            x = self._make_resident(m, e)
+            if x > load:
+                load = x
+        kid = t.kind
+        exec_t = float(self._ktab[kid, self._E0 + v * cl.num_devices + d])
         if self.noise_sigma > 0:
             exec_t *= math.exp(self.noise_sigma * abs(self._normal()))
         start = self.now
@@ -673,29 +883,38 @@ class Simulator:
         t.start = start
         t.variant = m
         t.devices = tuple(devs)
-        t.accuracy = float(cl.var_accuracy[m])
+        t.accuracy = self._var_acc_l[m]
         t.cold_start = load > 0
         c = self.counters
         c.queued -= 1
         c.running += 1
         del self.queue[k]
         self._window_dirty = True
+        self.queue_version += 1
+        devices = self.devices
         for e in devs:
-            dev = self.devices[e]
+            dev = devices[e]
             dev.task = t
             dev.busy_until = end
             dev.loading_until = start + load
             dev.busy_time += end - start
-            self.dev_idle[e] = False
-            self._avail[e] = False
-            self.dev_busy_until[e] = end
+            self._avail_bits &= ~(1 << e)
             self._gantt.append((e, start, end, m, load > 0, False))
+        if len(devs) == 1:
+            self.dev_idle[d] = False
+            self._avail[d] = False
+            self.dev_busy_until[d] = end
+        else:
+            self.dev_idle[devs] = False
+            self._avail[devs] = False
+            self.dev_busy_until[devs] = end
         self._busy_devices += len(devs)
-        self._idle_by_type[cl.dev_type[d]] -= len(devs)
+        self._idle_by_type[self._dev_type_l[d]] -= len(devs)
         self._idle_up -= len(devs)
         self._dev_dirty = True
         self.dev_version += 1
-        self._push(end, FINISH, (t, t.requeues))
+        self._seq += 1
+        heapq.heappush(self._events, (end, self._seq, FINISH, (t, t.requeues)))
         return t
 
     def _normal(self) -> float:
@@ -711,25 +930,26 @@ class Simulator:
         """Ensure variant m is resident on idle device d (evicting LRU variants); return the load
         time (0 if already resident)."""
         dev = self.devices[d]
-        if m in dev.resident:
-            dev.resident[m] = self.now
+        res = dev.resident
+        if m in res:
+            res[m] = self.now
             return 0.0
-        cl = self.cluster
-        need = cl.var_memory[m]
-        cap = cl.dev_memory[d]
+        mem = self._var_memory_l
+        need = mem[m]
+        cap = self._dev_memory_l[d]
         while dev.memory_used + need > cap + 1e-9:
-            victim = min(dev.resident, key=lambda x: (dev.resident[x], x))
-            del dev.resident[victim]
-            dev.memory_used -= cl.var_memory[victim]
+            victim = min(res, key=lambda x: (res[x], x))
+            del res[victim]
+            dev.memory_used -= mem[victim]
             self.resident[victim, d] = False
             self.counters.evictions += 1
-        dev.resident[m] = self.now
+        res[m] = self.now
         dev.memory_used += need
         self.resident[m, d] = True
         self.dev_version += 1
         self.dev_memory_used[d] = dev.memory_used
         self.counters.cold_starts += 1
-        return float(cl.load_time[m, d])
+        return self._load_time_l[m][d]
 
     # ================================================================== views
     def accounting(self) -> dict[str, int]:

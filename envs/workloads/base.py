@@ -47,6 +47,14 @@ class Workload(ABC):
     @abstractmethod
     def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload: ...
 
+    def __getstate__(self) -> dict:
+        """Pickles and copies hold the configuration, not the values cached for a context (the
+        arrival rate, :class:`envs.workloads.assembly.ContextCache`): they are recomputed."""
+        state = self.__dict__.copy()
+        state.pop("_rate_cache", None)
+        state.pop("_ctx_cache", None)
+        return state
+
     @property
     def horizon_hint(self) -> float | None:
         """Time span of the workload, if known in advance (used for the time-fraction feature)."""

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.config import ConfigError, Section
-from envs.sim.model import JobSpec, StageSpec
 from envs.workloads.arrivals import PROCESSES, ArrivalProcess, parse_arrival, parse_rate_or_load
+from envs.workloads.assembly import (
+    ContextCache,
+    categorical,
+    group_rows,
+    make_jobs,
+    object_array,
+    stage,
+)
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext
 from envs.workloads.distributions import (
     Size,
@@ -91,6 +98,9 @@ class DagWorkload(Workload):
         cluster's capacity."""
         if self.rate is not None:
             return self.rate
+        cached = getattr(self, "_rate_cache", None)
+        if cached is not None and cached[0] is ctx:  # depends on the cluster only
+            return cached[1]
         w = np.array([t.weight for t in self.templates], dtype=float)
         w /= w.sum()
         seconds_per_job = 0.0
@@ -98,43 +108,62 @@ class DagWorkload(Workload):
             for st in t.stages:
                 seconds_per_job += p / ctx.cluster_rate(st.capability, st.size.mean, st.size2.mean,
                                                         st.devices_required)
-        return self.load / seconds_per_job
+        rate = self.load / seconds_per_job
+        self._rate_cache = (ctx, rate)
+        return rate
 
     def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload:
         n = self.num_jobs
         arrivals = self.arrival.times(rng, n, self.arrival_rate(ctx))
         w = np.array([t.weight for t in self.templates], dtype=float)
-        tmpl_idx = rng.choice(len(self.templates), size=n, p=w / w.sum())
+        tmpl_idx = categorical(rng, w / w.sum(), n)  # == rng.choice(len(templates), size=n, p=w / w.sum())
         prios = draw_categorical(rng, self.priorities, n)
-        # Sizes: per (template, stage), one vectorised draw for all jobs using that template.
-        sizes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        cache = ContextCache.of(self, ctx)
+        ref, memo = cache.reference_time, cache.memo
+        mult = self.slo_multiplier
+        job_stages = np.empty(n, dtype=object)
+        slos = np.empty(n)
         for k, t in enumerate(self.templates):
-            m = int((tmpl_idx == k).sum())
-            for i, st in enumerate(t.stages):
-                sizes[(k, i)] = (st.size.sample(rng, m), st.size2.sample(rng, m))
-        used = dict.fromkeys(range(len(self.templates)), 0)
-        ref_cache: dict[tuple[str, float, float], float] = {}
-        jobs = []
-        for j in range(n):
-            k = int(tmpl_idx[j])
-            t = self.templates[k]
-            r = used[k]
-            used[k] += 1
-            stages, times = [], []
-            for i, st in enumerate(t.stages):
-                s1 = float(sizes[(k, i)][0][r])
-                s2 = float(sizes[(k, i)][1][r])
-                key = (st.capability, s1, s2)
-                ref = ref_cache.get(key)
-                if ref is None:
-                    ref = ref_cache[key] = ctx.reference_time(st.capability, s1, s2)
-                times.append(ref)
-                stages.append(StageSpec(capability=st.capability, size=s1, size2=s2, parents=st.parents,
-                                        devices_required=st.devices_required, min_accuracy=st.min_accuracy))
-            cp = critical_path(times, [st.parents for st in t.stages])
-            jobs.append(JobSpec(arrival=float(arrivals[j]), stages=tuple(stages), slo=self.slo_multiplier * cp,
-                                priority=float(prios[j]), source=t.name))
-        return GeneratedWorkload(jobs)
+            # The r-th job using template k (in arrival order) gets the r-th draw of each of its
+            # stages' sizes: one vectorised draw per (template, stage, size or size2).
+            rows = np.flatnonzero(tmpl_idx == k)
+            m = len(rows)
+            columns, varying = [], []
+            for st in t.stages:
+                for dist in (st.size, st.size2):
+                    columns.append(dist.sample(rng, m))
+                    if not dist.constant:
+                        varying.append(columns[-1])
+            if m == 0:
+                continue
+            # Jobs of this template with equal sizes have equal stages and critical path: find
+            # each distinct combination once per reset (see envs.workloads.assembly), and build
+            # its stages once per context (memo).
+            groups = group_rows(varying, m)
+            rep, inv = groups if groups is not None else (None, None)  # None: every job alone
+            per_group = [(c if rep is None else c[rep]).tolist() for c in columns]
+            g_stages, g_slos = [], []
+            for sizes in zip(*per_group):  # (size, size2) of stage 0, then of stage 1, ...
+                got = memo.get((k, sizes))
+                if got is None:
+                    got = cache.remember((k, sizes), self._stages_and_critical_path(t, sizes, ref))
+                g_stages.append(got[0])
+                g_slos.append(mult * got[1])
+            g_stages, g_slos = object_array(g_stages), np.array(g_slos)
+            job_stages[rows] = g_stages if inv is None else g_stages[inv]
+            slos[rows] = g_slos if inv is None else g_slos[inv]
+        names = object_array([t.name for t in self.templates])[tmpl_idx].tolist()
+        return GeneratedWorkload(make_jobs(arrivals.tolist(), job_stages.tolist(), slos.tolist(),
+                                           prios.tolist(), names))
+
+    @staticmethod
+    def _stages_and_critical_path(t: DagTemplate, sizes: tuple[float, ...], ref) -> tuple[tuple, float]:
+        """A job of template ``t`` with ``sizes`` = (size, size2) of each stage in turn: its
+        stages and the reference time of its critical path."""
+        stages = tuple(stage(st.capability, sizes[2 * i], sizes[2 * i + 1], st.parents, st.devices_required,
+                             st.min_accuracy) for i, st in enumerate(t.stages))
+        times = [ref(st.capability, sizes[2 * i], sizes[2 * i + 1]) for i, st in enumerate(t.stages)]
+        return stages, critical_path(times, [st.parents for st in t.stages])
 
     @classmethod
     def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> DagWorkload:

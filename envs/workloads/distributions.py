@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from envs.config import ConfigError, Section
+from envs.workloads.assembly import categorical
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class SizeDist:
     @property
     def mean(self) -> float:
         return (self.low + self.high) / 2.0
+
+    @property
+    def constant(self) -> bool:
+        """Whether every sample is the same value (``low``)."""
+        return self.low == self.high
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.low == self.high:
@@ -60,6 +66,9 @@ class LognormalSize:
     low: float
     high: float
     integer: bool = True
+
+    constant = False
+    """(Never treated as constant; see :attr:`SizeDist.constant`.)"""
 
     @property
     def sigma(self) -> float:
@@ -245,4 +254,4 @@ def draw_categorical(rng: np.random.Generator, table: dict, n: int) -> np.ndarra
     """``n`` draws of the keys of ``{value: probability}`` (as a float array)."""
     vals = np.array(list(table), dtype=float)
     p = np.array(list(table.values()), dtype=float)
-    return vals[rng.choice(len(vals), size=n, p=p / p.sum())]
+    return vals[categorical(rng, p / p.sum(), n)]  # == rng.choice(len(vals), size=n, p=p / p.sum())

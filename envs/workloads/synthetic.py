@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.config import ConfigError, Section
-from envs.sim.model import JobSpec, StageSpec
 from envs.workloads.arrivals import ArrivalProcess, parse_arrival, parse_rate_or_load
+from envs.workloads.assembly import ContextCache, categorical, group_rows, make_jobs, spread, stage
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext, arrival_rate_for_load
 from envs.workloads.distributions import (
     LognormalSize,
@@ -96,34 +96,47 @@ class RequestWorkload(Workload):
         arrivals = self.arrival.times(rng, n, rate)
         caps = list(self.mix)
         p = np.array([self.mix[c] for c in caps], dtype=float)
-        cap_idx = rng.choice(len(caps), size=n, p=p / p.sum())
+        cap_idx = categorical(rng, p / p.sum(), n)  # == rng.choice(len(caps), size=n, p=p / p.sum())
         sizes = np.empty(n)
         for i, c in enumerate(caps):
             sel = cap_idx == i
-            sizes[sel] = self.sizes[c].sample(rng, int(sel.sum()))
+            sizes[sel] = self.sizes[c].sample(rng, np.count_nonzero(sel))
         prios = draw_categorical(rng, self.priorities, n)
         floor_u = rng.random(n)
         sizes2 = np.zeros(n)
         for i, c in enumerate(caps):  # drawn last so that configs without size2 are unchanged
             if c in self.sizes2:
                 sel = cap_idx == i
-                sizes2[sel] = self.sizes2[c].sample(rng, int(sel.sum()))
-        # Per job only Python-level work on plain lists (faster than numpy scalars).
+                sizes2[sel] = self.sizes2[c].sample(rng, np.count_nonzero(sel))
+
+        # A job's stage is fixed by (capability, accuracy floor drawn or not, size, size2):
+        # build each distinct stage and its SLO once (see envs.workloads.assembly).
         floors = [self.min_accuracy.get(c) for c in caps]
-        min_accs = [f.value if f is not None and u < f.prob else 0.0
-                    for f, u in zip(map(floors.__getitem__, cap_idx.tolist()), floor_u.tolist())]
-        ref_cache: dict[tuple[str, float, float], float] = {}
+        floor_values = [0.0 if f is None else f.value for f in floors]
+        key = cap_idx
+        has_floors = any(f is not None for f in floors)
+        if has_floors:
+            # The floor applies when u < prob (never for prob 0.0: u >= 0).
+            prob = np.array([0.0 if f is None else f.prob for f in floors])
+            key = 2 * cap_idx + (floor_u < prob[cap_idx])
+        columns = [key, sizes] + ([sizes2] if self.sizes2 else [])  # (sizes2 is all +0.0 otherwise)
+        groups = group_rows(columns, n)
+        rep, inv = groups if groups is not None else (None, None)  # None: every job alone
+
+        def per_group(a: np.ndarray) -> list:
+            return (a if rep is None else a[rep]).tolist()
+
+        ref = ContextCache.of(self, ctx).reference_time
         mult = self.slo_multiplier
-        jobs = []
-        for ci, s1, s2, min_acc, arrival, prio in zip(cap_idx.tolist(), sizes.tolist(), sizes2.tolist(),
-                                                     min_accs, arrivals.tolist(), prios.tolist()):
+        stages, slos = [], []
+        for k, s1, s2 in zip(per_group(key), per_group(sizes), per_group(sizes2)):
+            ci, floor = divmod(k, 2) if has_floors else (k, 0)
             cap = caps[ci]
-            key = (cap, s1, s2)
-            ref = ref_cache.get(key)
-            if ref is None:
-                ref = ref_cache[key] = ctx.reference_time(cap, s1, s2)
-            jobs.append(JobSpec(arrival, (StageSpec(cap, s1, s2, (), 1, min_acc),), mult * ref, prio))
-        return GeneratedWorkload(jobs)
+            stages.append((stage(cap, s1, s2, (), 1, floor_values[ci] if floor else 0.0),))
+            slos.append(mult * ref(cap, s1, s2))
+        if inv is not None:
+            stages, slos = spread(stages, inv), np.array(slos)[inv].tolist()
+        return GeneratedWorkload(make_jobs(arrivals.tolist(), stages, slos, prios.tolist()))
 
     @classmethod
     def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> RequestWorkload:

@@ -40,18 +40,18 @@ only redraw the random parts.
 from __future__ import annotations
 
 import csv
-import gc
 import math
 from array import array
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 
 from envs.config import ConfigError, Section
-from envs.sim.model import JobSpec, StageSpec
+from envs.sim.model import JobSpec
+from envs.workloads.assembly import ContextCache, categorical, gc_paused, make_jobs, stage
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext
 from envs.workloads.distributions import parse_mix
 
@@ -128,19 +128,6 @@ class _Parsed:
     a: np.ndarray  # azure: context tokens; training: duration (s)
     b: np.ndarray  # azure: generated tokens; training: devices (after clipping)
     counters: dict[str, int] = field(default_factory=dict)
-
-
-@contextmanager
-def _gc_paused():
-    """Pause the cyclic garbage collector while building many small immutable objects (halves
-    the time to build a large trace's jobs); the previous state is restored."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def detect_format(header: list[str]) -> str | None:
@@ -356,30 +343,18 @@ class TraceWorkload(Workload):
     def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload:
         d, rows, arrivals, sel_counters = self._load()
         counters = {**d.counters, **sel_counters}
-        name = self.path.name
-        jobs: list[JobSpec] = []
         if d.fmt == AZURE:
-            cap = self.capability
-            if cap not in ctx.capabilities:
-                raise ConfigError(f"{self.path}: capability '{cap}' has no variant in the scenario "
-                                  f"(known: {list(ctx.capabilities)})")
-            sizes, sizes2 = d.a[rows].tolist(), d.b[rows].tolist()
-            lines, arr = d.line[rows].tolist(), arrivals.tolist()
-            ref = ctx.reference_time
-            mult, prio = self.slo_multiplier, self.priority
-            with _gc_paused():
-                jobs = [JobSpec(arrival=arr[j], stages=(StageSpec(capability=cap, size=sizes[j], size2=sizes2[j]),),
-                                slo=mult * ref(cap, sizes[j], sizes2[j]), priority=prio, source=f"{name}:{lines[j]}")
-                        for j in range(len(rows))]
+            jobs = list(self._azure_jobs(ctx))  # (a copy: the caller owns its list)
         else:
             mix = self._job_types(ctx)
             caps = list(mix)
             p = np.array([mix[c] for c in caps], dtype=float)
-            cap_idx = rng.choice(len(caps), size=len(rows), p=p / p.sum())
+            cap_idx = categorical(rng, p / p.sum(), len(rows))  # == rng.choice(len(caps), size=len(rows), p=...)
             # Linear profile of the reference execution: time(size) = alpha + beta * size.
             lin = {}
+            ref = ContextCache.of(self, ctx).reference_time
             for c in caps:
-                t1, t2 = ctx.reference_time(c, 1.0, 0.0), ctx.reference_time(c, 2.0, 0.0)
+                t1, t2 = ref(c, 1.0, 0.0), ref(c, 2.0, 0.0)
                 beta = t2 - t1
                 if not beta > 0:
                     raise ConfigError(f"{self.path}: capability '{c}' has no per-iteration time "
@@ -390,14 +365,39 @@ class TraceWorkload(Workload):
             size = np.maximum(1.0, np.rint((d.a[rows] - alpha) / beta))
             slo = (self.slo_multiplier * (alpha + beta * size)).tolist()
             size, ndev = size.tolist(), d.b[rows].astype(int).tolist()
-            lines, arr, cap_names = d.line[rows].tolist(), arrivals.tolist(), [caps[i] for i in cap_idx]
-            prio = self.priority
-            with _gc_paused():
-                jobs = [JobSpec(arrival=arr[j],
-                                stages=(StageSpec(capability=cap_names[j], size=size[j], devices_required=ndev[j]),),
-                                slo=slo[j], priority=prio, source=f"{name}:{lines[j]}") for j in range(len(rows))]
+            cap_names = [caps[i] for i in cap_idx.tolist()]
+            with gc_paused():
+                stages = [(stage(c, s, 0.0, (), nd),) for c, s, nd in zip(cap_names, size, ndev)]
+                jobs = make_jobs(arrivals.tolist(), stages, slo, repeat(self.priority), self._sources())
         counters["trace_jobs"] = len(jobs)
         return GeneratedWorkload(jobs, counters)
+
+    def _sources(self) -> list[str]:
+        """``file:line`` of each job (in arrival order), built once."""
+        if getattr(self, "_source_list", None) is None:
+            d, rows, _, _ = self._load()
+            name = self.path.name
+            self._source_list = [f"{name}:{line}" for line in d.line[rows].tolist()]
+        return self._source_list
+
+    def _azure_jobs(self, ctx: WorkloadContext) -> list[JobSpec]:
+        """The jobs of an Azure LLM trace: no randomness, so built once per context."""
+        cache = ContextCache.of(self, ctx)
+        jobs = cache.memo.get("azure_jobs")
+        if jobs is not None:
+            return jobs
+        cap = self.capability
+        if cap not in ctx.capabilities:
+            raise ConfigError(f"{self.path}: capability '{cap}' has no variant in the scenario "
+                              f"(known: {list(ctx.capabilities)})")
+        d, rows, arrivals, _ = self._load()
+        sizes, sizes2 = d.a[rows].tolist(), d.b[rows].tolist()
+        ref, mult = cache.reference_time, self.slo_multiplier
+        with gc_paused():
+            stages = [(stage(cap, s1, s2),) for s1, s2 in zip(sizes, sizes2)]
+            slos = [mult * ref(cap, s1, s2) for s1, s2 in zip(sizes, sizes2)]
+            jobs = make_jobs(arrivals.tolist(), stages, slos, repeat(self.priority), self._sources())
+        return cache.remember("azure_jobs", jobs)
 
     def _job_types(self, ctx: WorkloadContext) -> dict[str, float]:
         if self.job_types is not None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from envs.config import ConfigError, Section
-from envs.sim.model import JobSpec, StageSpec
 from envs.workloads.arrivals import PROCESSES, ArrivalProcess, parse_arrival, parse_rate_or_load
+from envs.workloads.assembly import ContextCache, categorical, group_rows, make_jobs, spread, stage
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext
 from envs.workloads.distributions import (
     LognormalSize,
@@ -57,34 +57,49 @@ class TrainingWorkload(Workload):
     def arrival_rate(self, ctx: WorkloadContext) -> float:
         if self.rate is not None:
             return self.rate
+        cached = getattr(self, "_rate_cache", None)
+        if cached is not None and cached[0] is ctx:  # depends on the cluster only
+            return cached[1]
         total = sum(self.mix.values())
         dtot = sum(self.devices.values())
         seconds_per_job = 0.0
         for c, p in self.mix.items():
             for n, q in self.devices.items():
                 seconds_per_job += (p / total) * (q / dtot) / ctx.cluster_rate(c, self.sizes[c].mean, 0.0, n)
-        return self.load / seconds_per_job
+        rate = self.load / seconds_per_job
+        self._rate_cache = (ctx, rate)
+        return rate
 
     def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload:
         n = self.num_jobs
         arrivals = self.arrival.times(rng, n, self.arrival_rate(ctx))
         caps = list(self.mix)
         p = np.array([self.mix[c] for c in caps], dtype=float)
-        cap_idx = rng.choice(len(caps), size=n, p=p / p.sum())
+        cap_idx = categorical(rng, p / p.sum(), n)  # == rng.choice(len(caps), size=n, p=p / p.sum())
         sizes = np.empty(n)
         for i, c in enumerate(caps):
             sel = cap_idx == i
-            sizes[sel] = self.sizes[c].sample(rng, int(sel.sum()))
+            sizes[sel] = self.sizes[c].sample(rng, np.count_nonzero(sel))
         ndev = draw_categorical(rng, self.devices, n).astype(int)
         prios = draw_categorical(rng, self.priorities, n)
-        jobs = []
-        for j in range(n):
-            cap = caps[cap_idx[j]]
-            size = float(sizes[j])
-            stage = StageSpec(capability=cap, size=size, devices_required=int(ndev[j]))
-            slo = self.slo_multiplier * ctx.reference_time(cap, size, 0.0)
-            jobs.append(JobSpec(arrival=float(arrivals[j]), stages=(stage,), slo=slo, priority=float(prios[j])))
-        return GeneratedWorkload(jobs)
+        # Jobs with equal (capability, size, devices) share their stage and SLO; with the usual
+        # heavy-tailed sizes few are equal and group_rows gives up (None: every job alone).
+        groups = group_rows([cap_idx, sizes, ndev], n)
+        rep, inv = groups if groups is not None else (None, None)
+
+        def per_group(a: np.ndarray) -> list:
+            return (a if rep is None else a[rep]).tolist()
+
+        ref = ContextCache.of(self, ctx).reference_time
+        mult = self.slo_multiplier
+        stages, slos = [], []
+        for ci, size, nd in zip(per_group(cap_idx), per_group(sizes), per_group(ndev)):
+            cap = caps[ci]
+            stages.append((stage(cap, size, 0.0, (), nd, 0.0),))
+            slos.append(mult * ref(cap, size, 0.0))
+        if inv is not None:
+            stages, slos = spread(stages, inv), np.array(slos)[inv].tolist()
+        return GeneratedWorkload(make_jobs(arrivals.tolist(), stages, slos, prios.tolist()))
 
     @classmethod
     def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> TrainingWorkload:
