@@ -4,8 +4,9 @@ actions, next to CartPole-v1 measured in the same run, and the ratio.
 Both go through ``gym.make(..., disable_env_checker=True)``. Each modelsched step includes
 fetching the action mask (an agent needs it) and choosing a uniformly random valid action;
 CartPole steps choose a uniformly random action the same cheap way. Episodes are reset as they
-end (reset time counts). Rounds alternate CartPole and the env so that a noisy shared machine
-hits both alike; the median of the rounds is reported.
+end (reset time counts). CartPole is measured before and after each env measurement, and each
+env figure is divided by the mean of the two, so that a noisy shared machine hits both alike;
+the median of these ratios over the rounds is reported, with their range.
 
     python benchmarks/env_speed.py                 # every id, 5 rounds of 2 s
     python benchmarks/env_speed.py --ids modelsched/ServingSmall-v0 --rounds 3 --seconds 1
@@ -77,23 +78,30 @@ def main() -> int:
         pstats.Stats(prof).sort_stats("tottime").print_stats(20)
         return 0
     ids = args.ids or envs.registered_ids()
+    # CartPole is measured before and after every env measurement (C E C E C ...) and each env
+    # figure is divided by the mean of its two neighbours: on a shared machine the load drifts,
+    # and a ratio of measurements taken seconds apart follows it. The median ratio is reported.
     rows = {i: [] for i in ids}
-    ref = []
+    ratios = {i: [] for i in ids}
+    ref = [steps_per_second("CartPole-v1", args.seconds / 2)]
     for _ in range(args.rounds):
         for env_id in ids:
+            sps = steps_per_second(env_id, args.seconds)
             ref.append(steps_per_second("CartPole-v1", args.seconds / 2))
-            rows[env_id].append(steps_per_second(env_id, args.seconds))
+            rows[env_id].append(sps)
+            ratios[env_id].append(sps / (0.5 * (ref[-2] + ref[-1])))
     cart = statistics.median(ref)
     print(f"CartPole-v1: {cart:,.0f} steps/s (median of {len(ref)})")
-    print(f"{'env id':<36} {'steps/s':>10} {'ratio':>7} {'floor':>6}")
+    print(f"{'env id':<36} {'steps/s':>10} {'ratio':>7} {'range':>13} {'floor':>6}")
     ok = True
     for env_id in ids:
         sps = statistics.median(rows[env_id])
-        ratio = sps / cart
+        ratio = statistics.median(ratios[env_id])
+        spread = f"{min(ratios[env_id]):.3f}-{max(ratios[env_id]):.3f}"
         floor = FLOOR.get(env_id, DEFAULT_FLOOR)
         flag = "" if ratio >= floor else "  BELOW FLOOR"
         ok &= ratio >= floor
-        print(f"{env_id:<36} {sps:>10,.0f} {ratio:>7.3f} {floor:>6.2f}{flag}")
+        print(f"{env_id:<36} {sps:>10,.0f} {ratio:>7.3f} {spread:>13} {floor:>6.2f}{flag}")
     return 0 if ok else 1
 
 

@@ -136,6 +136,31 @@ class Cluster:
                 return min(ts)
         raise ValueError(f"no variant of '{capability}' can run on any device type of the cluster")
 
+    def reference_times(self, capability: str, sizes, sizes2=0.0) -> np.ndarray:
+        """:meth:`reference_time` of many sizes at once: ``out[i] == reference_time(capability,
+        sizes[i], sizes2[i])`` exactly (``sizes2`` an array of the same length or one number).
+
+        Same arithmetic in the same order, elementwise: ``alpha + beta * size + gamma * size2``
+        of the most accurate variant that runs on some device type, then the minimum over the
+        device types it runs on, in type order, keeping the earlier of equal times (as ``min``
+        does). Returns a float64 array (``tolist()`` gives the scalar method's floats)."""
+        c = self.cap_index[capability]
+        sizes = np.asarray(sizes, dtype=np.float64)
+        if not isinstance(sizes2, (int, float)):
+            sizes2 = np.asarray(sizes2, dtype=np.float64)
+        for m in reversed(self.variants_of_cap[c]):  # most accurate first
+            types = np.flatnonzero(self.var_runs_on[m]).tolist()
+            if not types:
+                continue
+            alpha, beta, gamma = self.var_alpha[m], self.var_beta[m], self.var_gamma[m]
+            best = None
+            for t in types:
+                x = alpha[t] + beta[t] * sizes
+                x += gamma[t] * sizes2
+                best = x if best is None else np.where(x < best, x, best)
+            return best
+        raise ValueError(f"no variant of '{capability}' can run on any device type of the cluster")
+
     def cluster_rate(self, capability: str, size: float, size2: float = 0.0, devices_required: int = 1) -> float:
         """Tasks/s of the whole cluster serving only this capability with its median-accuracy
         variant (the fastest variant where the median cannot run on a device)."""

@@ -153,7 +153,8 @@ class Task:
     """Time the task became ready (all parents done)."""
     state: int = PENDING
     pending_parents: int = 0
-    children: list[Task] = field(default_factory=list)
+    children: list[Task] | tuple = ()
+    """Stages that wait for this one (a list, created when the first child is added)."""
     start: float = math.nan
     finish: float = math.nan
     variant: int = -1

@@ -168,7 +168,6 @@ class Simulator:
         if not hasattr(self, "_kinds"):
             self._init_static()
         self._last_arrival = self.job_specs[-1].arrival if self.job_specs else 0.0
-        self._arrival_times: list[float] = []
         self._rate_ptr, self._rate_window = 0, -1.0
         # Arrivals are read from the sorted job list with a pointer instead of the heap; at equal
         # times heap events (completions, expiries, failures) are processed before arrivals.
@@ -179,6 +178,7 @@ class Simulator:
                              f"order: job {bad} ({self.job_specs[bad].source or 'generated'}) arrives at "
                              f"{arrivals[bad]}")
         self._index_tasks(arrivals)
+        self._arrivals_l = arrivals.tolist()  # job j arrives (and is processed) at _arrivals_l[j]
         self._next_arrival = float(arrivals[0]) if len(arrivals) else math.inf
         if self.failures_enabled:
             for dev in self.devices:
@@ -298,11 +298,12 @@ class Simulator:
         kinds = self._kinds
         single = all(len(j.stages) == 1 for j in specs)
         stages = [j.stages[0] for j in specs] if single else [st for j in specs for st in j.stages]
-        new: dict[StageSpec, str] = {}
-        for j, st in zip(specs, stages) if single else ((j, st) for j in specs for st in j.stages):
-            if st not in kinds and st not in new:
-                new[st] = j.source
-        if new:
+        if not kinds.keys() >= set(stages):  # new shapes, added in order of first appearance
+            new: dict[StageSpec, str] = {}
+            owners = specs if single else [spec for spec in specs for _ in spec.stages]
+            for spec, st in zip(owners, stages):
+                if st not in kinds and st not in new:
+                    new[st] = spec.source
             self._add_kinds(list(new), list(new.values()))
         get = kinds.__getitem__
         self._tkind_l = list(map(get, stages))
@@ -320,11 +321,14 @@ class Simulator:
         if not single:
             counts = [len(j.stages) for j in specs]
             slo, prio, deadline = np.repeat(slo, counts), np.repeat(prio, counts), np.repeat(deadline, counts)
-        tt[:N, 0] = np.nan
+        tt[:N, 0] = arrivals if single else np.nan  # a DAG stage's arrival is when it becomes ready
+        self._single = single
         tt[:N, 1], tt[:N, 2], tt[:N, 3] = deadline, prio, slo
         tt[N] = (0.0, 1.0, 0.0, 1.0)
         self._ttimes = tt
         self._pad_ids = [[N] * (self.K - n) for n in range(self.K + 1)]
+        #: Task objects by id (created at arrival).
+        self._task_by_id: list[Task | None] = [None] * N
 
     @property
     def done(self) -> bool:
@@ -337,9 +341,11 @@ class Simulator:
         return self.now >= self.horizon and not self.done
 
     # ================================================================== events
-    def _push(self, time: float, kind: int, payload) -> None:
+    def _push(self, time: float, kind: int, payload: int, extra: int = 0) -> None:
+        """Schedule an event. Events are tuples of plain numbers (task and device indices), so
+        that the garbage collector can untrack them."""
         self._seq += 1
-        heapq.heappush(self._events, (time, self._seq, kind, payload))
+        heapq.heappush(self._events, (time, self._seq, kind, payload, extra))
 
     def _schedule_failure(self, dev: Device) -> None:
         mtbf = dev.type.mtbf_s
@@ -372,12 +378,13 @@ class Simulator:
         pop = heapq.heappop
         while True:
             if ev and ev[0][0] <= t:
-                _, _, kind, payload = pop(ev)
+                _, _, kind, payload, extra = pop(ev)
                 if kind == EXPIRE:
-                    if payload.state == QUEUED:
-                        self._drop_job(payload.job, "expired", first=payload)
+                    task = self._task_by_id[payload]
+                    if task.state == QUEUED:
+                        self._expire(task)
                 elif kind == FINISH:
-                    self._on_finish(*payload)
+                    self._on_finish(self._task_by_id[payload], extra)
                 elif kind == FAIL:
                     self._on_fail(payload)
                 else:
@@ -444,12 +451,13 @@ class Simulator:
                 self.now = t
             while True:  # _process_instant(t)
                 if ev and ev[0][0] <= t:
-                    _, _, kind, payload = pop(ev)
+                    _, _, kind, payload, extra = pop(ev)
                     if kind == EXPIRE:
-                        if payload.state == QUEUED:
-                            self._drop_job(payload.job, "expired", first=payload)
+                        task = self._task_by_id[payload]
+                        if task.state == QUEUED:
+                            self._expire(task)
                     elif kind == FINISH:
-                        self._on_finish(*payload)
+                        self._on_finish(self._task_by_id[payload], extra)
                     elif kind == FAIL:
                         self._on_fail(payload)
                     else:
@@ -465,10 +473,9 @@ class Simulator:
         spec = specs[j]
         self._next_job = j + 1
         self._next_arrival = specs[j + 1].arrival if j + 1 < self._n_jobs else math.inf
-        job = Job(len(self.jobs), spec)
+        job = Job(j, spec)
         self.jobs.append(job)
         self.counters.jobs_arrived += 1
-        self._arrival_times.append(self.now)
         deadline = spec.arrival + spec.slo
         tid = self._task_ids
         stages = spec.stages
@@ -477,6 +484,7 @@ class Simulator:
             kid = self._tkind_l[tid]
             t = Task(tid, job, 0, st.capability, self._kcap[kid], st.size, st.size2, st.devices_required,
                      st.min_accuracy, spec.priority, math.nan, deadline, self._kideal[kid], kid, spec.slo)
+            self._task_by_id[tid] = t
             self._task_ids = tid + 1
             job.tasks.append(t)
             job.remaining = 1
@@ -490,11 +498,16 @@ class Simulator:
             kid = self._tkind_l[tid + s]
             t = Task(tid + s, job, s, st.capability, self._kcap[kid], st.size, st.size2, st.devices_required,
                      st.min_accuracy, spec.priority, math.nan, deadline, self._kideal[kid], kid, spec.slo)
+            self._task_by_id[tid + s] = t
             feasible &= t.ideal < math.inf
             if st.parents:
                 t.pending_parents = len(st.parents)
                 for p in st.parents:
-                    job.tasks[p].children.append(t)
+                    parent = job.tasks[p]
+                    if parent.children:
+                        parent.children.append(t)
+                    else:
+                        parent.children = [t]
             job.tasks.append(t)
         self._task_ids = tid + len(stages)
         job.remaining = len(job.tasks)
@@ -510,7 +523,8 @@ class Simulator:
     def _make_ready(self, t: Task) -> None:
         now = self.now
         t.arrival = t.ready_time = now
-        self._ttimes[t.id, 0] = now
+        if not self._single:  # (single-task jobs: filled in at reset, the job's arrival time)
+            self._ttimes[t.id, 0] = now
         c = self.counters
         if c.queued >= self.queue_capacity:
             self._drop_job(t.job, "queue_full", first=t)
@@ -532,7 +546,31 @@ class Simulator:
                 self._drop_job(t.job, "expired", first=t)
             else:
                 self._seq += 1
-                heapq.heappush(self._events, (t.deadline, self._seq, EXPIRE, t))
+                heapq.heappush(self._events, (t.deadline, self._seq, EXPIRE, t.id, 0))
+
+    def _expire(self, t: Task) -> None:
+        """The deadline of queued task ``t`` passed (``drop_expired``): drop its job. Fast path
+        for the common case, a single-task job (the same bookkeeping as :meth:`_drop_job`)."""
+        job = t.job
+        if job.dropped or len(job.tasks) != 1:
+            self._drop_job(job, "expired", first=t)
+            return
+        job.dropped = True
+        c = self.counters
+        c.jobs_dropped += 1
+        q = self.queue
+        i = q.index(t)
+        del q[i]
+        if i < self.K:
+            self._window_dirty = True
+            self.queue_version += 1
+        c.queued -= 1
+        self._inv_ideal_sum -= t.priority / t.ideal
+        t.state = DROPPED
+        t.finish = self.now
+        c.dropped += 1
+        c.dropped_expired += 1
+        self.stats.drops += 1
 
     def _drop_job(self, job: Job, reason: str, first: Task | None = None) -> None:
         """Drop every unfinished task of ``job``; ``first`` is the task that caused it."""
@@ -561,10 +599,6 @@ class Simulator:
             self.stats.drops += 1
             attr = _DROP_COUNTER[reason if (t is first or reason == "infeasible" or first is None) else "with_job"]
             setattr(c, attr, getattr(c, attr) + 1)
-
-    def _on_expire(self, t: Task) -> None:
-        if t.state == QUEUED:
-            self._drop_job(t.job, "expired", first=t)
 
     def _on_finish(self, t: Task, attempt: int) -> None:
         if t.state != RUNNING or t.requeues != attempt:
@@ -826,10 +860,9 @@ class Simulator:
 
     def check_assignment(self, k: int, v: int, d: int) -> str | None:
         """None if (window slot k, variant slot v, device d) is valid now, else a reason key."""
-        self._refresh_window()
-        if k >= self.w_count:
+        if k >= self.K or k >= len(self.queue):
             return "no_task"
-        t = self.window[k]
+        t = self.queue[k]  # the window is the first K queued tasks
         c = t.cap_index
         if self._slot_variant_l[c][v] < 0:
             return "no_variant"
@@ -857,7 +890,7 @@ class Simulator:
             if reason is not None:
                 raise ValueError(f"invalid assignment (slot {k}, variant {v}, device {d}): {REASONS[reason]}")
         cl = self.cluster
-        t = self.window[k]
+        t = self.queue[k]
         m = self._slot_variant_l[t.cap_index][v]
         devs = [d]
         if t.devices_required > 1:
@@ -914,7 +947,7 @@ class Simulator:
         self._dev_dirty = True
         self.dev_version += 1
         self._seq += 1
-        heapq.heappush(self._events, (end, self._seq, FINISH, (t, t.requeues)))
+        heapq.heappush(self._events, (end, self._seq, FINISH, t.id, t.requeues))
         return t
 
     def _normal(self) -> float:
@@ -969,10 +1002,11 @@ class Simulator:
     def recent_arrival_rate(self, window: float) -> float:
         """Job arrivals per second over the last ``window`` seconds (amortised O(1) when called
         with the same window as time advances)."""
-        times = self._arrival_times
+        times = self._arrivals_l
+        n = self._next_job  # jobs arrived so far: times[:n]
         lo = self.now - window
         i = self._rate_ptr if self._rate_window == window else 0
-        while i < len(times) and times[i] < lo:
+        while i < n and times[i] < lo:
             i += 1
         self._rate_ptr, self._rate_window = i, window
-        return (len(times) - i) / window if window > 0 else 0.0
+        return (n - i) / window if window > 0 else 0.0
