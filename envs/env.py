@@ -252,6 +252,16 @@ class SchedulingEnv(gym.Env):
 
     def _observation(self) -> dict[str, np.ndarray]:
         """Encode the observation (and the action mask, cached until the state changes)."""
+        mask, tasks, est, dev, glob = ENCODE(*self._encode_args())
+        mask.flags.writeable = False
+        sim = self.sim
+        self._mask = mask
+        self._mask_key = (sim.queue_version, sim.dev_version)
+        return {"tasks": tasks, "devices": dev, "estimates": est, "global": glob}
+
+    def _encode_args(self) -> tuple:
+        """The arguments of :func:`envs.encoding.encode_numpy` (and of its compiled twin) for
+        the current state."""
         sim = self.sim
         now = sim.now
         K = self.K
@@ -266,17 +276,12 @@ class SchedulingEnv(gym.Env):
         backlog = q - K if q > K else 0
         rate = sim.recent_arrival_rate(self._rate_window) / self._mean_rate
         up = sim._up_devices
-        mask, tasks, est, dev, glob = ENCODE(
-            now, np.array(ids, dtype=np.int64), n, sim._tkind, sim._ttimes, sim._ktab, sim._kstat, sim._kres,
-            self._fk, sim.dev_busy_until, sim.dev_up, sim.dev_idle, sim.dev_memory_used, self._inv_dev_memory,
-            self._dev_type, sim._idle_by_type, sim.resident.reshape(-1), self._devices_obs, sim._E0, self.V,
-            self.D, self._tau, self._col_prio, self._T, sim._has_gangs,
-            backlog / (backlog + K), min(now / self._span, 1.0), rate / (rate + 1.0),
-            sim._busy_devices / up if up else 0.0, min(q / sim.queue_capacity, 1.0))  # requeues may overfill
-        mask.flags.writeable = False
-        self._mask = mask
-        self._mask_key = (sim.queue_version, sim.dev_version)
-        return {"tasks": tasks, "devices": dev, "estimates": est, "global": glob}
+        return (now, np.array(ids, dtype=np.int64), n, sim._tkind, sim._ttimes, sim._ktab, sim._kstat, sim._kres,
+                self._fk, sim.dev_busy_until, sim.dev_up, sim.dev_idle, sim.dev_memory_used, self._inv_dev_memory,
+                self._dev_type, sim._idle_by_type, sim.resident.reshape(-1), self._devices_obs, sim._E0, self.V,
+                self.D, self._tau, self._col_prio, self._T, sim._has_gangs,
+                backlog / (backlog + K), min(now / self._span, 1.0), rate / (rate + 1.0),
+                sim._busy_devices / up if up else 0.0, min(q / sim.queue_capacity, 1.0))  # requeues may overfill
 
     def _encode_shapes(self) -> np.ndarray:
         """Time-independent task features of every task shape in the simulator's shape table
