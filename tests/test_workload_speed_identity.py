@@ -1,6 +1,8 @@
 """The fast job assembly of the synthetic workloads (envs.workloads.assembly) gives exactly the
 jobs of the straightforward per-job loops: same values bit for bit, same order, same use of
-the RNG. The reference loops below are the implementations the fast paths replaced."""
+the RNG. The reference loops below are the implementations the fast paths replaced. The
+vectorised reference times (Cluster.reference_times) and critical paths are the scalar ones,
+bit for bit."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import numpy as np
 import pytest
 
 from envs.scenarios.loader import builtin_names, load_scenario
-from envs.sim.model import JobSpec, StageSpec
-from envs.workloads.assembly import categorical, group_rows
-from envs.workloads.dag import DagWorkload, critical_path
+from envs.sim.cluster import Cluster, DeviceSpec
+from envs.sim.model import DeviceType, JobSpec, LatencyProfile, ModelVariant, StageSpec
+from envs.workloads.assembly import BULK_MIN, ContextCache, categorical, group_rows
+from envs.workloads.dag import DagWorkload, critical_path, critical_paths
 from envs.workloads.synthetic import RequestWorkload
 from envs.workloads.training import TrainingWorkload
 
@@ -128,6 +131,8 @@ def _variant(name: str, overrides: dict) -> tuple:
     return sc.workload, sc.cluster
 
 
+_LOGN = {"dist": "lognormal", "mean": 3, "cv": 1.0, "min": 1, "max": 8, "integer": False}
+
 VARIANTS = {
     "floors-priorities-diurnal": ("serving-small", {
         "kind": "diurnal", "period": 50.0, "amplitude": 0.7, "priorities": {1: 0.5, 2: 0.3, 4: 0.2},
@@ -142,6 +147,25 @@ VARIANTS = {
     "dag-diurnal-priorities": ("pipelines", {"arrival": "diurnal", "cv": None, "period": 30.0,
                                              "priorities": {1: 0.7, 3: 0.3}}),
     "training-rate": ("training-cluster", {"arrival": "poisson", "cv": None, "load": None, "rate": 0.5}),
+    "training-continuous": ("training-cluster", {
+        "size": {"dist": "lognormal", "mean": 50000, "cv": 3.0, "min": 10, "max": 1e6, "integer": False}}),
+    "llm-few-sizes": ("llm-serving", {"size": [1, 6], "size2": [0, 3]}),
+    # Sizes too varied to group: every job's critical path computed at once (critical_paths).
+    "dag-continuous-sizes": ("pipelines", {"templates": [
+        {"name": "a", "weight": 0.6, "stages": [
+            {"capability": "speech-recognition", "size": _LOGN},
+            {"capability": "translation", "size": _LOGN, "size2": [0, 3], "parents": [0], "min_accuracy": 0.3},
+            {"capability": "summarization", "size": 1, "parents": [1]}]},
+        {"name": "b", "weight": 0.4, "stages": [
+            {"capability": "image-classification", "size": _LOGN},
+            {"capability": "object-detection", "size": [1, 4], "min_accuracy": 0.45, "devices_required": 2},
+            {"capability": "text-classification", "size": _LOGN, "parents": [0, 1]}]},
+        {"name": "rare", "weight": 0.01, "stages": [{"capability": "translation", "size": _LOGN}]}]}),
+    "dag-wide-integer-sizes": ("pipelines", {"templates": [{"name": "w", "stages": [
+        {"capability": "speech-recognition", "size": [1, 40]},
+        {"capability": "translation", "size": [1, 60], "parents": [0]},
+        {"capability": "image-classification", "size": [1, 30]},
+        {"capability": "text-classification", "size": [1, 9], "parents": [1, 2]}]}]}),
 }
 
 
@@ -196,3 +220,88 @@ def test_group_rows_groups_equal_rows_only():
     assert group_rows([np.array([0.0, -0.0] * 5)], n) is None  # two zeros
     assert group_rows([np.arange(n) * 1e6], n) is None  # range too wide
     assert group_rows([np.array([np.nan] * n)], n) is None
+
+
+def _assert_same_floats(got: np.ndarray, want: list[float]) -> None:
+    assert got.dtype == np.float64 and got.shape == (len(want),)
+    assert got.tolist() == want and repr(got.tolist()) == repr(want)  # (repr: also -0.0 and nan)
+    assert all(type(x) is float for x in got.tolist())
+
+
+def _random_sizes(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer and continuous sizes over many magnitudes, zeros included."""
+    s1 = np.concatenate([rng.integers(0, 20, n), rng.integers(1, 5000, n), rng.lognormal(6, 3, n).round(),
+                         rng.lognormal(2, 2, n), [0.0, 1.0, 2.0, 1e7, 0.5]])
+    s2 = np.concatenate([rng.integers(0, 3, n), rng.integers(0, 600, n), np.zeros(n), rng.random(n) * 100,
+                         [0.0, 0.0, 1.0, 5.0, 1e-3]]).astype(float)
+    return s1.astype(float), s2
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_reference_times_is_reference_time(name):
+    cl = load_scenario(name).cluster
+    rng = np.random.default_rng(sum(map(ord, name)))
+    s1, s2 = _random_sizes(rng, 200)
+    for cap in cl.capabilities:
+        _assert_same_floats(cl.reference_times(cap, s1, s2), [cl.reference_time(cap, a, b) for a, b in zip(s1, s2)])
+        _assert_same_floats(cl.reference_times(cap, s1), [cl.reference_time(cap, a) for a in s1.tolist()])
+        _assert_same_floats(cl.reference_times(cap, s1, 0.0), [cl.reference_time(cap, a, 0.0) for a in s1])
+        _assert_same_floats(cl.reference_times(cap, s1.astype(np.int64), s2.tolist()),
+                            [cl.reference_time(cap, int(a), b) for a, b in zip(s1, s2.tolist())])
+        _assert_same_floats(cl.reference_times(cap, s1[:0], s2[:0]), [])
+        # Through the workloads' cache, on both sides of its vectorisation threshold.
+        cache = ContextCache(cl)
+        for k in (1, BULK_MIN - 1, BULK_MIN, len(s1)):
+            _assert_same_floats(cache.reference_times(cap, s1[:k], s2[:k]),
+                                [cl.reference_time(cap, a, b) for a, b in zip(s1[:k].tolist(), s2[:k].tolist())])
+    caps = list(cl.capabilities)
+    idx = rng.integers(0, len(caps), len(s1))
+    for k in (3, len(s1)):
+        _assert_same_floats(ContextCache(cl).reference_times_of(caps, idx[:k], s1[:k], s2[:k]),
+                            [cl.reference_time(caps[c], a, b) for c, a, b in zip(idx[:k], s1[:k], s2[:k])])
+
+
+def test_reference_times_edge_cases():
+    """Ties between device types (the first type's time is kept, as min does), negative
+    coefficients (signed zeros), a most accurate variant that fits no device (the next one
+    answers), and a capability no variant can serve."""
+    types = [DeviceType("small", 8.0, 10.0), DeviceType("big", 80.0, 10.0), DeviceType("other", 80.0, 10.0)]
+    devices = [DeviceSpec("small", "n0"), DeviceSpec("big", "n0"), DeviceSpec("other", "n1")]
+    same = LatencyProfile(0.5, 0.25, 0.125)
+    variants = [
+        ModelVariant("tie-a", "tie", 0.5, 1.0, {"small": same, "big": same, "other": LatencyProfile(0.5, 0.25, 0.1)}),
+        ModelVariant("neg", "neg", 0.5, 1.0, {"small": LatencyProfile(-0.0, -1.0, -1.0),
+                                              "big": LatencyProfile(0.0, -1.0, -1.0)}),
+        ModelVariant("neg2", "neg2", 0.5, 1.0, {"small": LatencyProfile(0.0, -1.0, -1.0),
+                                                "big": LatencyProfile(-0.0, -1.0, -1.0)}),
+        ModelVariant("huge", "fallback", 0.9, 500.0, {"big": LatencyProfile(0.1, 0.1)}),
+        ModelVariant("ok", "fallback", 0.5, 4.0, {"small": LatencyProfile(0.3, 0.2), "big": LatencyProfile(0.2, 0.3)}),
+        ModelVariant("never", "none", 0.5, 500.0, {"big": LatencyProfile(0.1, 0.1)}),
+    ]
+    cl = Cluster(types, devices, variants)
+    s1 = np.array([0.0, 1.0, 2.0, 3.0, 0.5, 7.0])
+    s2 = np.array([0.0, 1.0, 2.0, 3.0, 0.5, 0.0])
+    for cap in ("tie", "neg", "neg2", "fallback"):
+        _assert_same_floats(cl.reference_times(cap, s1, s2), [cl.reference_time(cap, a, b) for a, b in zip(s1, s2)])
+    # min over the types keeps the first of two equal zeros: -0.0 (small first), then +0.0.
+    assert repr(cl.reference_times("neg", s1[:1], s2[:1]).tolist()) == "[-0.0]"
+    assert repr(cl.reference_times("neg2", s1[:1], s2[:1]).tolist()) == "[0.0]"
+    with pytest.raises(ValueError, match="no variant of 'none'"):
+        cl.reference_times("none", s1)
+    with pytest.raises(ValueError, match="no variant of 'none'"):
+        cl.reference_time("none", 1.0)
+
+
+def test_critical_paths_is_critical_path():
+    rng = np.random.default_rng(5)
+    dags = [[()], [(), (0,)], [(), (), (0, 1)], [(), (0,), (0,), (1, 2), ()], [(), (), (), (2, 0, 1), (3,), (1,)]]
+    for parents in dags:
+        for trial in range(5):
+            n = 50
+            times = [rng.integers(0, 4, n).astype(float) if trial % 2 else rng.lognormal(0, 1, n)
+                     for _ in parents]
+            if trial == 4:
+                times[0][:5] = [np.nan, -0.0, 0.0, np.inf, -1.0]
+            got = critical_paths(times, parents)
+            want = [critical_path([float(t[j]) for t in times], parents) for j in range(n)]
+            assert repr(got.tolist()) == repr(want)

@@ -102,10 +102,20 @@ class JobSpec(NamedTuple):
 class Job:
     id: int
     spec: JobSpec
-    tasks: list[Task] = field(default_factory=list)
+    members: Task | list[Task] | None = None
+    """The job's task, or the list of its tasks for a multi-stage job (a single task is held
+    directly, to keep one fewer object per request alive; use :attr:`tasks`)."""
     remaining: int = 0
     finish: float = math.nan
     dropped: bool = False
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The job's tasks, in stage order."""
+        m = self.members
+        if isinstance(m, list):
+            return m
+        return [] if m is None else [m]
 
     @property
     def arrival(self) -> float:

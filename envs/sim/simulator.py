@@ -486,7 +486,7 @@ class Simulator:
                      st.min_accuracy, spec.priority, math.nan, deadline, self._kideal[kid], kid, spec.slo)
             self._task_by_id[tid] = t
             self._task_ids = tid + 1
-            job.tasks.append(t)
+            job.members = t
             job.remaining = 1
             if t.ideal == math.inf:
                 self._drop_job(job, "infeasible")
@@ -494,6 +494,7 @@ class Simulator:
                 self._make_ready(t)
             return
         feasible = True
+        job.members = members = []
         for s, st in enumerate(stages):
             kid = self._tkind_l[tid + s]
             t = Task(tid + s, job, s, st.capability, self._kcap[kid], st.size, st.size2, st.devices_required,
@@ -503,18 +504,18 @@ class Simulator:
             if st.parents:
                 t.pending_parents = len(st.parents)
                 for p in st.parents:
-                    parent = job.tasks[p]
+                    parent = members[p]
                     if parent.children:
                         parent.children.append(t)
                     else:
                         parent.children = [t]
-            job.tasks.append(t)
+            members.append(t)
         self._task_ids = tid + len(stages)
-        job.remaining = len(job.tasks)
+        job.remaining = len(members)
         if not feasible:
             self._drop_job(job, "infeasible")
             return
-        for t in job.tasks:
+        for t in members:
             if t.pending_parents == 0:
                 self._make_ready(t)
                 if job.dropped:
@@ -552,7 +553,7 @@ class Simulator:
         """The deadline of queued task ``t`` passed (``drop_expired``): drop its job. Fast path
         for the common case, a single-task job (the same bookkeeping as :meth:`_drop_job`)."""
         job = t.job
-        if job.dropped or len(job.tasks) != 1:
+        if job.dropped or job.members is not t:
             self._drop_job(job, "expired", first=t)
             return
         job.dropped = True

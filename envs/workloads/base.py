@@ -17,7 +17,12 @@ from envs.sim.model import JobSpec
 
 
 class WorkloadContext(Protocol):
-    """What a workload may ask of the scenario it runs in (implemented by the simulator)."""
+    """What a workload may ask of the scenario it runs in (implemented by the simulator).
+
+    A context may also offer ``reference_times(capability, sizes, sizes2)``: the reference
+    times of arrays of sizes at once, the same floats as :meth:`reference_time` element for
+    element (:class:`envs.sim.cluster.Cluster` does). Workloads use it, through
+    :class:`envs.workloads.assembly.ContextCache`, where it exists."""
 
     capabilities: tuple[str, ...]
 

@@ -10,16 +10,20 @@ reference times (``ctx.reference_time``) through the DAG.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
 from envs.config import ConfigError, Section
+from envs.sim.model import StageSpec
 from envs.workloads.arrivals import PROCESSES, ArrivalProcess, parse_arrival, parse_rate_or_load
 from envs.workloads.assembly import (
     ContextCache,
     categorical,
+    gc_paused,
     group_rows,
     make_jobs,
+    new_tuple,
     object_array,
     stage,
 )
@@ -67,6 +71,26 @@ def critical_path(stage_times: list[float], parents: list[tuple[int, ...]]) -> f
     for t, ps in zip(stage_times, parents, strict=True):
         finish.append(t + max((finish[p] for p in ps), default=0.0))
     return max(finish, default=0.0)
+
+
+def critical_paths(stage_times: list[np.ndarray], parents: list[tuple[int, ...]]) -> np.ndarray:
+    """:func:`critical_path` of many jobs at once (``stage_times[i]``: stage ``i``'s time in
+    every job), with the same floats: the same additions in the same order, and maxima taken
+    like ``max`` (the first of equal values is kept)."""
+    finish: list[np.ndarray] = []
+    for t, ps in zip(stage_times, parents, strict=True):
+        longest = _first_max([finish[p] for p in ps]) if ps else 0.0
+        finish.append(t + longest)
+    return _first_max(finish)
+
+
+def _first_max(arrays: list[np.ndarray]) -> np.ndarray:
+    """Elementwise ``max`` over ``arrays`` in order: a later value replaces the current one
+    only if it is greater (as the builtin does, which matters for NaN and signed zeros)."""
+    best = arrays[0]
+    for a in arrays[1:]:
+        best = np.where(a > best, a, best)
+    return best
 
 
 class DagWorkload(Workload):
@@ -140,8 +164,16 @@ class DagWorkload(Workload):
             # each distinct combination once per reset (see envs.workloads.assembly), and build
             # its stages once per context (memo).
             groups = group_rows(varying, m)
-            rep, inv = groups if groups is not None else (None, None)  # None: every job alone
-            per_group = [(c if rep is None else c[rep]).tolist() for c in columns]
+            if groups is None:
+                # Sizes too varied to group (e.g. continuous): combinations rarely recur, so
+                # the memo would miss; compute every job's stages and critical path at once.
+                with gc_paused():  # (thousands of stage tuples: see assembly.gc_paused)
+                    g_stages, cp = self._stages_and_critical_paths(t, columns, cache)
+                job_stages[rows] = object_array(g_stages)
+                slos[rows] = mult * cp
+                continue
+            rep, inv = groups
+            per_group = [c[rep].tolist() for c in columns]
             g_stages, g_slos = [], []
             for sizes in zip(*per_group):  # (size, size2) of stage 0, then of stage 1, ...
                 got = memo.get((k, sizes))
@@ -150,8 +182,8 @@ class DagWorkload(Workload):
                 g_stages.append(got[0])
                 g_slos.append(mult * got[1])
             g_stages, g_slos = object_array(g_stages), np.array(g_slos)
-            job_stages[rows] = g_stages if inv is None else g_stages[inv]
-            slos[rows] = g_slos if inv is None else g_slos[inv]
+            job_stages[rows] = g_stages[inv]
+            slos[rows] = g_slos[inv]
         names = object_array([t.name for t in self.templates])[tmpl_idx].tolist()
         return GeneratedWorkload(make_jobs(arrivals.tolist(), job_stages.tolist(), slos.tolist(),
                                            prios.tolist(), names))
@@ -164,6 +196,20 @@ class DagWorkload(Workload):
                              st.min_accuracy) for i, st in enumerate(t.stages))
         times = [ref(st.capability, sizes[2 * i], sizes[2 * i + 1]) for i, st in enumerate(t.stages)]
         return stages, critical_path(times, [st.parents for st in t.stages])
+
+    @staticmethod
+    def _stages_and_critical_paths(t: DagTemplate, columns: list[np.ndarray], cache: ContextCache
+                                   ) -> tuple[list[tuple], np.ndarray]:
+        """:meth:`_stages_and_critical_path` of many jobs of template ``t`` at once (the same
+        values): ``columns`` holds each stage's sizes, then its sizes2, as arrays over jobs."""
+        per_stage, times = [], []
+        for i, st in enumerate(t.stages):
+            s1, s2 = columns[2 * i], columns[2 * i + 1]
+            times.append(cache.reference_times(st.capability, s1, s2))
+            per_stage.append(map(new_tuple, repeat(StageSpec), zip(
+                repeat(st.capability), s1.tolist(), s2.tolist(), repeat(st.parents), repeat(st.devices_required),
+                repeat(st.min_accuracy))))
+        return list(zip(*per_stage)), critical_paths(times, [st.parents for st in t.stages])
 
     @classmethod
     def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> DagWorkload:

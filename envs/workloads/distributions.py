@@ -104,7 +104,8 @@ class LognormalSize:
         inside = partial(hi) - partial(lo)
         below = lo * cdf(lo)
         above = 0.0 if math.isinf(hi) else hi * (1.0 - cdf(hi))
-        return below + inside + above
+        # (clamped: rounding can put the sum just outside, e.g. 5.999999999999999 for low = high = 6)
+        return min(max(below + inside + above, lo), hi)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         x = rng.lognormal(self.mu, self.sigma, size=n)

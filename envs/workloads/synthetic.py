@@ -19,12 +19,21 @@ cluster's capacity) or ``rate`` (requests/s) sets the mean arrival rate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
 from envs.config import ConfigError, Section
 from envs.workloads.arrivals import ArrivalProcess, parse_arrival, parse_rate_or_load
-from envs.workloads.assembly import ContextCache, categorical, group_rows, make_jobs, spread, stage
+from envs.workloads.assembly import (
+    ContextCache,
+    categorical,
+    group_rows,
+    make_jobs,
+    object_array,
+    single_stages,
+    spread,
+)
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext, arrival_rate_for_load
 from envs.workloads.distributions import (
     LognormalSize,
@@ -122,21 +131,23 @@ class RequestWorkload(Workload):
         columns = [key, sizes] + ([sizes2] if self.sizes2 else [])  # (sizes2 is all +0.0 otherwise)
         groups = group_rows(columns, n)
         rep, inv = groups if groups is not None else (None, None)  # None: every job alone
-
-        def per_group(a: np.ndarray) -> list:
-            return (a if rep is None else a[rep]).tolist()
-
-        ref = ContextCache.of(self, ctx).reference_time
-        mult = self.slo_multiplier
-        stages, slos = [], []
-        for k, s1, s2 in zip(per_group(key), per_group(sizes), per_group(sizes2)):
-            ci, floor = divmod(k, 2) if has_floors else (k, 0)
-            cap = caps[ci]
-            stages.append((stage(cap, s1, s2, (), 1, floor_values[ci] if floor else 0.0),))
-            slos.append(mult * ref(cap, s1, s2))
+        if rep is not None:
+            key, sizes, sizes2 = key[rep], sizes[rep], sizes2[rep]
+        cap_of_key = key // 2 if has_floors else key
+        # SLOs: the reference times of each capability's stages in one vectorised call where
+        # there are many (e.g. the distinct token counts of LLM requests), else cached.
+        refs = ContextCache.of(self, ctx).reference_times_of(caps, cap_of_key, sizes, sizes2)
+        slos = self.slo_multiplier * refs
+        # Stages (capability, size, size2, (), 1, floor), one 1-tuple per group.
+        if has_floors:
+            floor_of_key = object_array([v for fv in floor_values for v in (0.0, fv)])[key].tolist()
+        else:
+            floor_of_key = repeat(0.0)
+        stages = single_stages(object_array(caps)[cap_of_key].tolist(), sizes.tolist(), sizes2.tolist(), repeat(1),
+                               floor_of_key)
         if inv is not None:
-            stages, slos = spread(stages, inv), np.array(slos)[inv].tolist()
-        return GeneratedWorkload(make_jobs(arrivals.tolist(), stages, slos, prios.tolist()))
+            stages, slos = spread(stages, inv), slos[inv]
+        return GeneratedWorkload(make_jobs(arrivals.tolist(), stages, slos.tolist(), prios.tolist()))
 
     @classmethod
     def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> RequestWorkload:

@@ -51,7 +51,7 @@ import numpy as np
 
 from envs.config import ConfigError, Section
 from envs.sim.model import JobSpec
-from envs.workloads.assembly import ContextCache, categorical, gc_paused, make_jobs, stage
+from envs.workloads.assembly import ContextCache, categorical, gc_paused, make_jobs, single_stages
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext
 from envs.workloads.distributions import parse_mix
 
@@ -367,7 +367,7 @@ class TraceWorkload(Workload):
             size, ndev = size.tolist(), d.b[rows].astype(int).tolist()
             cap_names = [caps[i] for i in cap_idx.tolist()]
             with gc_paused():
-                stages = [(stage(c, s, 0.0, (), nd),) for c, s, nd in zip(cap_names, size, ndev)]
+                stages = single_stages(cap_names, size, repeat(0.0), ndev, repeat(0.0))
                 jobs = make_jobs(arrivals.tolist(), stages, slo, repeat(self.priority), self._sources())
         counters["trace_jobs"] = len(jobs)
         return GeneratedWorkload(jobs, counters)
@@ -391,11 +391,10 @@ class TraceWorkload(Workload):
             raise ConfigError(f"{self.path}: capability '{cap}' has no variant in the scenario "
                               f"(known: {list(ctx.capabilities)})")
         d, rows, arrivals, _ = self._load()
-        sizes, sizes2 = d.a[rows].tolist(), d.b[rows].tolist()
-        ref, mult = cache.reference_time, self.slo_multiplier
+        sizes, sizes2 = d.a[rows], d.b[rows]
+        slos = (self.slo_multiplier * cache.reference_times(cap, sizes, sizes2)).tolist()
         with gc_paused():
-            stages = [(stage(cap, s1, s2),) for s1, s2 in zip(sizes, sizes2)]
-            slos = [mult * ref(cap, s1, s2) for s1, s2 in zip(sizes, sizes2)]
+            stages = single_stages(repeat(cap), sizes.tolist(), sizes2.tolist(), repeat(1), repeat(0.0))
             jobs = make_jobs(arrivals.tolist(), stages, slos, repeat(self.priority), self._sources())
         return cache.remember("azure_jobs", jobs)
 

@@ -9,11 +9,21 @@ heavy-tailed (lognormal iterations with a large CV).
 
 from __future__ import annotations
 
+from itertools import repeat
+
 import numpy as np
 
 from envs.config import ConfigError, Section
 from envs.workloads.arrivals import PROCESSES, ArrivalProcess, parse_arrival, parse_rate_or_load
-from envs.workloads.assembly import ContextCache, categorical, group_rows, make_jobs, spread, stage
+from envs.workloads.assembly import (
+    ContextCache,
+    categorical,
+    group_rows,
+    make_jobs,
+    object_array,
+    single_stages,
+    spread,
+)
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext
 from envs.workloads.distributions import (
     LognormalSize,
@@ -86,20 +96,17 @@ class TrainingWorkload(Workload):
         # heavy-tailed sizes few are equal and group_rows gives up (None: every job alone).
         groups = group_rows([cap_idx, sizes, ndev], n)
         rep, inv = groups if groups is not None else (None, None)
-
-        def per_group(a: np.ndarray) -> list:
-            return (a if rep is None else a[rep]).tolist()
-
-        ref = ContextCache.of(self, ctx).reference_time
-        mult = self.slo_multiplier
-        stages, slos = [], []
-        for ci, size, nd in zip(per_group(cap_idx), per_group(sizes), per_group(ndev)):
-            cap = caps[ci]
-            stages.append((stage(cap, size, 0.0, (), nd, 0.0),))
-            slos.append(mult * ref(cap, size, 0.0))
+        if rep is not None:
+            cap_idx, sizes, ndev = cap_idx[rep], sizes[rep], ndev[rep]
+        # SLOs: the reference times of each job type's sizes in one vectorised call where there
+        # are many (as with heavy-tailed iteration counts), else cached.
+        refs = ContextCache.of(self, ctx).reference_times_of(caps, cap_idx, sizes, 0.0)
+        slos = self.slo_multiplier * refs
+        stages = single_stages(object_array(caps)[cap_idx].tolist(), sizes.tolist(), repeat(0.0), ndev.tolist(),
+                               repeat(0.0))
         if inv is not None:
-            stages, slos = spread(stages, inv), np.array(slos)[inv].tolist()
-        return GeneratedWorkload(make_jobs(arrivals.tolist(), stages, slos, prios.tolist()))
+            stages, slos = spread(stages, inv), slos[inv]
+        return GeneratedWorkload(make_jobs(arrivals.tolist(), stages, slos.tolist(), prios.tolist()))
 
     @classmethod
     def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> TrainingWorkload:
