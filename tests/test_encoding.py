@@ -20,6 +20,14 @@ from tests.conftest import golden_cluster, make_scenario, request
 IDS = envs.registered_ids()
 
 
+def _mixed_pipeline_env():
+    """Pipelines plus single-stage requests in one workload (task arrivals come from two paths)."""
+    from envs.sim.model import JobSpec, StageSpec
+    jobs = [JobSpec(0.01 * i, (StageSpec("cls", 1.0),) if i % 2 else
+                    (StageSpec("cls", 1.0), StageSpec("cls", 2.0, parents=(0,))), 1.0) for i in range(60)]
+    return SchedulingEnv(make_scenario(golden_cluster(n_gpus=2), jobs, drop_expired=True))
+
+
 def _compare(env) -> None:
     u = env.unwrapped
     args = u._encode_args()
@@ -33,6 +41,10 @@ def _compare(env) -> None:
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     sim = u.sim
     assert np.array_equal(ref[0][:-1], sim.action_mask().ravel()) and ref[0][-1]
+    # The per-task table the kernel reads agrees with the queued Task objects.
+    for t in sim.queue[:sim.K]:
+        assert tuple(sim._ttimes[t.id]) == (t.arrival, t.deadline, t.priority, t.slo)
+        assert sim._tkind[t.id] == t.kind
     # The bit-set decision test agrees with the mask.
     assert sim.has_decision() == bool(sim.action_mask().any())
 
@@ -50,6 +62,17 @@ def test_kernel_matches_numpy_reference_and_simulator_mask(env_id):
         _, _, term, trunc, _ = env.step(int(rng.choice(valid)))
         if term or trunc:
             env.reset()
+
+
+def test_kernel_on_a_workload_mixing_pipelines_and_requests():
+    env = _mixed_pipeline_env()
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    for _ in range(60):
+        _compare(env)
+        _, _, term, trunc, _ = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+        if term or trunc:
+            break
 
 
 def test_kernel_is_compiled_when_numba_is_installed():

@@ -488,10 +488,31 @@ class Simulator:
             self._task_ids = tid + 1
             job.members = t
             job.remaining = 1
+            c = self.counters
             if t.ideal == math.inf:
                 self._drop_job(job, "infeasible")
-            else:
-                self._make_ready(t)
+            elif c.queued >= self.queue_capacity or (self.drop_expired and deadline <= self.now):
+                self._make_ready(t)  # (it drops the job)
+            else:  # _make_ready(t), inlined: the hot path of a busy cluster
+                now = self.now
+                t.arrival = t.ready_time = now
+                if not self._single:  # (else _ttimes holds it from reset)
+                    self._ttimes[tid, 0] = now
+                t.state = QUEUED
+                self.tasks.append(t)
+                c.arrived += 1
+                c.queued += 1
+                q = self.queue
+                q.append(t)
+                self._inv_ideal_sum += t.priority / t.ideal
+                if len(q) <= self.K:
+                    self._window_dirty = True
+                    self.queue_version += 1
+                if t.devices_required > 1:
+                    self._has_gangs = True
+                if self.drop_expired:
+                    self._seq += 1
+                    heapq.heappush(self._events, (deadline, self._seq, EXPIRE, tid, 0))
             return
         feasible = True
         job.members = members = []
