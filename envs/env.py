@@ -228,10 +228,10 @@ class SchedulingEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Exact joint mask over ``Discrete(K*V*D + 1)``; waiting is always allowed. (Computed
-        with the observation; recomputed here if the simulator was changed since. Read-only.)"""
+        with the observation; recomputed here if the simulator was changed since. A copy.)"""
         sim = self.sim
         if self._mask_key == (sim.queue_version, sim.dev_version):
-            return self._mask
+            return self._mask.copy()
         mask = np.empty(self.n_actions, dtype=bool)
         mask[:-1] = self.sim.action_mask().ravel()
         mask[-1] = True
@@ -253,7 +253,6 @@ class SchedulingEnv(gym.Env):
     def _observation(self) -> dict[str, np.ndarray]:
         """Encode the observation (and the action mask, cached until the state changes)."""
         mask, tasks, est, dev, glob = ENCODE(*self._encode_args())
-        mask.flags.writeable = False
         sim = self.sim
         self._mask = mask
         self._mask_key = (sim.queue_version, sim.dev_version)
