@@ -171,13 +171,15 @@ class Simulator:
         self._rate_ptr, self._rate_window = 0, -1.0
         # Arrivals are read from the sorted job list with a pointer instead of the heap; at equal
         # times heap events (completions, expiries, failures) are processed before arrivals.
-        arrivals = np.fromiter((j.arrival for j in self.job_specs), float, len(self.job_specs))
+        # Columns of the job list (one C-level pass): arrival, stages, slo, priority, source.
+        cols = list(zip(*self.job_specs)) if self.job_specs else [(), (), (), (), ()]
+        arrivals = np.array(cols[0], dtype=float)
         if len(arrivals) and (not np.all(np.isfinite(arrivals)) or arrivals[0] < 0 or np.any(np.diff(arrivals) < 0)):
             bad = int(np.argmax(~np.isfinite(arrivals) | (arrivals < 0) | (np.diff(arrivals, prepend=0.0) < 0)))
             raise ValueError(f"workload jobs must have finite, non-negative arrival times sorted in "
                              f"order: job {bad} ({self.job_specs[bad].source or 'generated'}) arrives at "
                              f"{arrivals[bad]}")
-        self._index_tasks(arrivals)
+        self._index_tasks(arrivals, cols)
         self._arrivals_l = arrivals.tolist()  # job j arrives (and is processed) at _arrivals_l[j]
         self._next_arrival = float(arrivals[0]) if len(arrivals) else math.inf
         if self.failures_enabled:
@@ -289,15 +291,17 @@ class Simulator:
             self._kinds[st] = lo + i
         self._nk = hi
 
-    def _index_tasks(self, arrivals: np.ndarray) -> None:
+    def _index_tasks(self, arrivals: np.ndarray, cols: list[tuple]) -> None:
         """Per-task arrays of the episode. Task ids are given in job order and stage order, so
-        every task's id is known before it arrives: its shape row and its times."""
+        every task's id is known before it arrives: its shape row and its times. ``cols``: the
+        job list's columns."""
         specs = self.job_specs
         if len(self._kinds) > _MAX_KINDS:  # continuous sizes make a shape per task: stay bounded
             self._clear_kinds()
         kinds = self._kinds
-        single = all(len(j.stages) == 1 for j in specs)
-        stages = [j.stages[0] for j in specs] if single else [st for j in specs for st in j.stages]
+        counts = list(map(len, cols[1]))
+        single = not specs or max(counts) == 1
+        stages = [st for (st,) in cols[1]] if single else [st for job_stages in cols[1] for st in job_stages]
         if not kinds.keys() >= set(stages):  # new shapes, added in order of first appearance
             new: dict[StageSpec, str] = {}
             owners = specs if single else [spec for spec in specs for _ in spec.stages]
@@ -315,11 +319,10 @@ class Simulator:
         #: (N + 1, 4) arrival (set when the task becomes ready), deadline, priority, SLO of each
         #: task; the last row (0, 1, 0, 1) pads empty window slots.
         tt = np.empty((N + 1, 4))
-        slo = np.fromiter((j.slo for j in specs), float, len(specs))
-        prio = np.fromiter((j.priority for j in specs), float, len(specs))
+        slo = np.array(cols[2], dtype=float)
+        prio = np.array(cols[3], dtype=float)
         deadline = arrivals + slo
         if not single:
-            counts = [len(j.stages) for j in specs]
             slo, prio, deadline = np.repeat(slo, counts), np.repeat(prio, counts), np.repeat(deadline, counts)
         tt[:N, 0] = arrivals if single else np.nan  # a DAG stage's arrival is when it becomes ready
         self._single = single
