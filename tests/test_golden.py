@@ -107,3 +107,16 @@ def test_accuracy_floor_masks_variant():
     assert not mask[action(env, 0, 0, 0)] and mask[action(env, 0, 1, 0)]
     # The ideal service time respects the floor: only big qualifies (0.2 + 0.1).
     assert env.sim.queue[0].ideal == pytest.approx(0.3)
+
+
+def test_process_until_infinity_runs_out_the_workload_and_stops():
+    """With nothing ever assigned, every request expires: process_until(inf) must process the
+    arrivals and expiries and stop when nothing is pending (not read past the job list)."""
+    jobs = [request(0.0), request(0.1), request(0.2)]
+    env = SchedulingEnv(make_scenario(golden_cluster(), jobs, drop_expired=True))
+    env.reset(seed=0)
+    sim = env.sim
+    sim.process_until(float("inf"))
+    assert sim.accounting() == {"arrived": 3, "completed": 0, "dropped": 3, "queued": 0, "running": 0}
+    assert sim.now == pytest.approx(1.2)  # the last deadline
+    assert sim.done

@@ -401,7 +401,7 @@ class Simulator:
         """Process every event with time <= t, then set the clock to t."""
         while True:
             te = self.next_event_time()
-            if te > t:
+            if te > t or te == math.inf:  # (t = inf: run until nothing is pending)
                 break
             self._advance_clock(te)
             self._process_instant(te)
@@ -439,8 +439,8 @@ class Simulator:
             t = ev[0][0] if ev else math.inf
             if self._next_arrival < t:
                 t = self._next_arrival
-            if t > horizon:  # nothing more before the horizon (or ever, if t is inf)
-                if horizon < math.inf:
+            if t > horizon or t == math.inf:  # nothing more before the horizon (or ever)
+                if t > horizon and horizon < math.inf:
                     self._advance_clock(horizon)
                 return
             if t != now:  # _advance_clock(t)
