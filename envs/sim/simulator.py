@@ -421,7 +421,8 @@ class Simulator:
         """Advance time until some assignment is possible, the episode ends, or the horizon.
 
         The hot loop of the simulator: :meth:`_advance_clock` and :meth:`_process_instant` are
-        inlined (the same logic)."""
+        inlined (the same logic; a method call per event instant costs about 10% of a step of a
+        busy cluster, measured)."""
         horizon = self.horizon
         ev = self._events
         c = self.counters
@@ -496,7 +497,7 @@ class Simulator:
                 self._drop_job(job, "infeasible")
             elif c.queued >= self.queue_capacity or (self.drop_expired and deadline <= self.now):
                 self._make_ready(t)  # (it drops the job)
-            else:  # _make_ready(t), inlined: the hot path of a busy cluster
+            else:  # _make_ready(t), inlined: the hot path of a busy cluster (keep the two in step)
                 now = self.now
                 t.arrival = t.ready_time = now
                 if not self._single:  # (else _ttimes holds it from reset)
@@ -575,7 +576,8 @@ class Simulator:
 
     def _expire(self, t: Task) -> None:
         """The deadline of queued task ``t`` passed (``drop_expired``): drop its job. Fast path
-        for the common case, a single-task job (the same bookkeeping as :meth:`_drop_job`)."""
+        for the common case, a single-task job (the same bookkeeping as :meth:`_drop_job`,
+        written out: the hot path of an overloaded cluster)."""
         job = t.job
         if job.dropped or job.members is not t:
             self._drop_job(job, "expired", first=t)
