@@ -7,6 +7,13 @@ waits or when no assignment is possible (:meth:`Simulator.advance_to_next_decisi
 Lifecycle of a task (one stage of a job): PENDING (parents unfinished) -> QUEUED (ready) ->
 RUNNING -> DONE, or DROPPED at any point before DONE. A task counts as *arrived* once it is
 ready or dropped, so ``arrived == completed + dropped + queued + running`` at every instant.
+
+Speed: the whole workload of an episode is known at reset, so every task's id, shape and times
+are indexed then (``_ttimes``, ``_tkind``), and each distinct task shape gets one row of
+precomputed (variant slot, device) arrays (``_ktab``, ``_kstat``, ``_kres``). The window's
+arrays are gathers from these tables by task id; a policy-facing view of the state (masks,
+estimates) is a handful of numpy operations, whatever the queue length. The event handlers are
+the hot path of a busy cluster and are written for it (some logic inlined, noted where).
 """
 
 from __future__ import annotations
@@ -312,7 +319,6 @@ class Simulator:
         get = kinds.__getitem__
         self._tkind_l = list(map(get, stages))
         N = len(stages)
-        self._n_tasks = N
         #: (N + 1,) shape row of each task; the last entry is the padding of empty window slots.
         self._tkind = np.zeros(N + 1, dtype=np.int64)
         self._tkind[:N] = self._tkind_l
