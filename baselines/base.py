@@ -18,6 +18,7 @@ K window slots (oldest first), V variant slots per capability (accuracy ascendin
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,7 @@ def fastest_completion(view: DecisionView, k: int, allowed: np.ndarray):
     return argmin2(e)
 
 
-class Policy:
+class Policy(ABC):
     """Base class of the built-in policies: SB3's ``predict`` over a bound environment."""
 
     #: Registry name.
@@ -123,7 +124,7 @@ class Policy:
     def sim(self):
         return self.env.sim
 
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None) -> None:  # noqa: B027 (a hook: most rules keep no state)
         """Called by the rollout at the start of each episode with the episode seed."""
 
     def predict(self, observation: Any = None, state: Any = None, episode_start: Any = None,
@@ -138,10 +139,10 @@ class Policy:
         a = self.decide(view)
         return view.wait_action if a is None else int(a)
 
+    @abstractmethod
     def decide(self, view: DecisionView) -> int | None:
         """The rule: an action index, or ``None`` to wait. Called only when some assignment is
         valid."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -24,6 +24,7 @@ long accurate job blocks a fast device while tight-SLO requests expire behind it
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import numpy as np
 
@@ -41,9 +42,11 @@ class RandomPolicy(Policy):
     def reset(self, seed=None):
         self.rng = rng_for(seed, 0x52A4D)
 
-    def act(self) -> int:
-        mask = self.env.action_masks()
-        return int(self.rng.choice(np.flatnonzero(mask)))
+    def act(self) -> int:  # the rule needs no DecisionView, and runs even when only waiting is valid
+        return self.decide(None)
+
+    def decide(self, view):
+        return int(self.rng.choice(np.flatnonzero(self.env.action_masks())))
 
 
 class FifoPolicy(Policy):
@@ -210,9 +213,9 @@ class _CompletionTimePolicy(Policy):
     included, by :meth:`choose`; an idle choice is started, a busy one reserved (see the module
     docstring). Waits only when every visible task prefers a busy device."""
 
+    @abstractmethod
     def choose(self, view: DecisionView, k: int, est: np.ndarray, est_safe: np.ndarray):
         """(v, d) for task k given (V, D) completion estimates with reservations, or None."""
-        raise NotImplementedError
 
     def decide(self, view):
         extra = self._extra = np.zeros(view.D)  # work reserved on busy devices in this decision
