@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], dict]:
     from baselines import REGISTRY, PolicyError, names
-    from baselines.rollout import detect_algorithm, policy_label
+    from baselines.rollout import detect_algorithm, model_path, policy_label
     from envs.config import ConfigError
 
     scenarios = args.scenario or ["serving-small"]
@@ -441,16 +441,8 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
     policies, seen = [], set()
     for spec in specs:
         if spec not in REGISTRY:
-            path = Path(spec)
-            if not path.exists():
-                if path.suffix == ".zip" or len(path.parts) > 1:
-                    raise UsageError(f"model file not found: {spec}")
-                raise UsageError(f"unknown policy '{spec}' (known: all, {', '.join(names())}; "
-                                 f"or the path of an SB3 .zip model)")
-            if not path.is_file():
-                raise UsageError(f"model path is not a file: {spec}")
             try:
-                detect_algorithm(path)
+                detect_algorithm(model_path(spec, known="all, " + ", ".join(names())))
             except PolicyError as e:
                 raise UsageError(str(e)) from None
         label = policy_label(spec)

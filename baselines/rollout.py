@@ -148,6 +148,21 @@ def _final_metrics(base) -> dict[str, float]:
 
 
 # ====================================================================== loading
+def model_path(name: str, known: str | None = None) -> Path:
+    """The path of an SB3 model file named by a policy spec that is not a registered heuristic.
+    Raises :class:`baselines.PolicyError` saying what is wrong (``known``: the names to list
+    for an unknown policy; default: the registry)."""
+    path = Path(name)
+    if not path.exists():
+        if path.suffix == ".zip" or len(path.parts) > 1:
+            raise PolicyError(f"model file not found: {name}")
+        raise PolicyError(f"unknown policy '{name}' (known: {known or ', '.join(REGISTRY)}; "
+                          f"or the path of an SB3 .zip model)")
+    if not path.is_file():
+        raise PolicyError(f"model path is not a file: {name}")
+    return path
+
+
 def load_policy(spec: str | Path, env, *, device: str = "auto", seed: int | None = None,
                 **kwargs: Any) -> Any:
     """A policy for ``spec``: a registered heuristic name (bound to ``env``; ``seed`` and
@@ -163,14 +178,7 @@ def load_policy(spec: str | Path, env, *, device: str = "auto", seed: int | None
     name = str(spec)
     if name in REGISTRY:
         return make(name, env, seed=seed, **kwargs)
-    path = Path(name)
-    if not path.exists():
-        if path.suffix == ".zip" or len(path.parts) > 1:
-            raise PolicyError(f"model file not found: {name}")
-        raise PolicyError(f"unknown policy '{name}' (known: {', '.join(REGISTRY)}; "
-                          f"or the path of an SB3 .zip model)")
-    if not path.is_file():
-        raise PolicyError(f"model path is not a file: {name}")
+    path = model_path(name)
     algo = detect_algorithm(path)
     candidates = [algo] if algo else list(ALGORITHMS)
     errors = []
