@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+import envs
 from envs.scenarios.loader import RewardWeights, Scenario
 from envs.sim.cluster import Cluster, DeviceSpec
 from envs.sim.model import DeviceType, JobSpec, LatencyProfile, ModelVariant, StageSpec
@@ -50,3 +52,14 @@ def golden_cluster(n_gpus=1, mtbf=math.inf, mttr=0.0) -> Cluster:
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module")
+def tiny_scenario(tmp_path_factory) -> str:
+    """serving-small with a 40-request workload: same spaces, short episodes."""
+    raw = yaml.safe_load((Path(envs.__file__).parent / "scenarios" / "serving-small.yaml").read_text())
+    raw["name"] = "serving-tiny"
+    raw["workload"]["num_jobs"] = 40
+    path = tmp_path_factory.mktemp("scenario") / "serving-tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)

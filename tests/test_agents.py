@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch as th
 import yaml
 
-import envs
 from agents.envs import make_env
 from agents.hyperparams import HyperparamError, algo_kwargs, load_hyperparams, parse_overrides
 from agents.policies import POLICY_NETS, policy_for
@@ -23,17 +20,6 @@ def _single_thread():
     th.set_num_threads(1)
     yield
     th.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_scenario(tmp_path_factory) -> str:
-    """serving-small with a 40-request workload: same spaces, short episodes."""
-    raw = yaml.safe_load((Path(envs.__file__).parent / "scenarios" / "serving-small.yaml").read_text())
-    raw["name"] = "serving-tiny"
-    raw["workload"]["num_jobs"] = 40
-    path = tmp_path_factory.mktemp("scenario") / "serving-tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
 
 
 # ---------------------------------------------------------------- registry and hyperparameters

@@ -12,21 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import envs
-
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["-p", "n_steps=64", "-p", "batch_size=32", "-p", "n_epochs=1", "--no-progress-bar", "--no-final-eval"]
-
-
-@pytest.fixture(scope="module")
-def tiny_scenario(tmp_path_factory) -> str:
-    """serving-small with a 40-request workload: same spaces, short episodes."""
-    raw = yaml.safe_load((Path(envs.__file__).parent / "scenarios" / "serving-small.yaml").read_text())
-    raw["name"] = "serving-tiny"
-    raw["workload"]["num_jobs"] = 40
-    path = tmp_path_factory.mktemp("scenario") / "serving-tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
 
 
 def run_train(*args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
