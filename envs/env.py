@@ -155,9 +155,9 @@ class SchedulingEnv(gym.Env):
             self._rate_window, biggest = 10.0 * self._tau, 0.0
         self._log_size = math.log1p(max(1e5, 2.0 * biggest))
         self._max_pool = float(cl.type_count.max())
-        self._type_onehot = np.eye(T, dtype=np.float32)[cl.dev_type]
+        #: Device features with the type one-hot filled in (the kernel fills in the rest).
         self._devices_obs = np.zeros((self.D, self.device_features), dtype=np.float32)
-        self._devices_obs[:, :T] = self._type_onehot
+        self._devices_obs[:, :T] = np.eye(T, dtype=np.float32)[cl.dev_type]
         self._T = T
         self._inv_dev_memory = 1.0 / cl.dev_memory
         self._dev_type = cl.dev_type.astype(np.int64)

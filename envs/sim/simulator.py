@@ -228,7 +228,6 @@ class Simulator:
         self._present = [np.arange(self.K) < n for n in range(self.K + 1)]
         for p in self._present:
             p.flags.writeable = False
-        self.window_version = 0  # bumped at every window rebuild, never reset (cache key)
         self.kinds_version = 0  # bumped when the shape table is cleared (cache key)
 
     def _clear_kinds(self) -> None:
@@ -767,7 +766,6 @@ class Simulator:
         win = self.queue[:K]
         n = len(win)
         self.window = win
-        self.window_version += 1
         self.w_count = n
         ids = [t.id for t in win]
         if n < K:
