@@ -115,14 +115,14 @@ class RewardShaping(gym.Wrapper):
                 value += self._w_acc * (t.accuracy - self._best[t.cap_index]) - (self._w_slo if late else 0.0)
             elif not late:
                 value += float(t.accuracy) if self.base == "effective_accuracy" else 1.0
-        if self.base == "env" and self._w_drop and sim.queue:
+        if self.base == "env" and self._w_drop and sim.queue_ids:
             est = sim.estimates()  # (K, V, D) seconds from now, inf where impossible; refreshes the window
             n = len(sim.window)
             up = np.asarray(sim.dev_up, dtype=bool)
             earliest = np.where(up[None, None, :], est[:n], np.inf).reshape(n, -1).min(axis=1)
             deadline = np.array([t.deadline for t in sim.window])
             value -= self._w_drop * float(np.count_nonzero(sim.now + earliest > deadline + 1e-12))
-        elif self.queue_potential and sim.queue:
+        elif self.queue_potential and sim.queue_ids:
             est = sim.estimates()  # (K, V, D); refreshes the window
             n = len(sim.window)
             up = np.asarray(sim.dev_up, dtype=bool)

@@ -391,7 +391,7 @@ class AdaptivePolicy(_CompletionTimePolicy):
         self._update_min_slo(view)
         up = max(int(sim.dev_up.sum()), 1)
         busy = int((~sim.dev_idle & sim.dev_up).sum())
-        self._fast = (len(sim.queue) + busy) / up > self.threshold
+        self._fast = (len(sim.queue_ids) + busy) / up > self.threshold
         if not self._fast:
             free = cl.dev_memory - sim.dev_memory_used  # (D,)
             fits = cl.var_memory[np.maximum(view.variant, 0)][:, :, None] <= free[None, None, :]

@@ -24,6 +24,7 @@ import numpy as np
 from baselines import REGISTRY, PolicyError, make
 from baselines.base import Policy
 from baselines.bound import lower_bound_metrics
+from envs.sim.metrics import task_latencies
 
 #: SB3 algorithms tried, in this order, when a model file says nothing about its algorithm.
 ALGORITHMS = ("MaskablePPO", "PPO", "A2C", "DQN")
@@ -108,9 +109,7 @@ def run_episode(env, policy: Any, seed: int | None, *, deterministic: bool = Tru
         if saved_mode is not None:
             base.invalid_action = saved_mode
     sim = base.sim
-    from envs.sim.model import DONE
-
-    latencies = np.array([t.finish - t.arrival for t in sim.tasks if t.state == DONE], dtype=float)
+    latencies = task_latencies(sim)
     metrics = info.get("metrics") or _final_metrics(base)
     bound, bound_latencies = lower_bound_metrics(sim, return_latencies=True)
     return {

@@ -264,14 +264,14 @@ class SchedulingEnv(gym.Env):
         sim = self.sim
         now = sim.now
         K = self.K
-        win = sim.queue[:K]
-        n = len(win)
-        ids = [t.id for t in win]
+        queue = sim.queue_ids
+        ids = queue[:K]
+        n = len(ids)
         if n < K:
             ids += sim._pad_ids[n]
         if self._fk_key != (sim.kinds_version, sim._nk):
             self._encode_shapes()
-        q = len(sim.queue)
+        q = len(queue)
         backlog = q - K if q > K else 0
         rate = sim.recent_arrival_rate(self._rate_window) / self._mean_rate
         up = sim._up_devices

@@ -87,7 +87,7 @@ def check_step(env, info, last_time: float) -> float:
             assert dev.task is None and not dev.resident and dev.memory_used == 0.0
         if dev.task is not None:
             assert dev.task.state == RUNNING and dev.index in dev.task.devices
-            running[id(dev.task)] = dev.task
+            running[dev.task.id] = dev.task
     assert len(running) == acc["running"]
     assert all(len(t.devices) == t.devices_required for t in running.values())
     t = info["time"]
@@ -270,7 +270,7 @@ def test_gang_job_golden():
     env.step(action(env, 0, 1, 1))  # g -> big on GPU1 (+ GPU0)
     assert sim.now == pytest.approx(0.6)
     assert g.state == RUNNING and g.devices == (1, 0)
-    assert sim.devices[0].task is g and sim.devices[1].task is g and sim.devices[2].task is None
+    assert sim.devices[0].task == g and sim.devices[1].task == g and sim.devices[2].task is None
     assert sim.dev_busy_until[0] == pytest.approx(end) and sim.dev_busy_until[1] == pytest.approx(end)
     assert not sim.dev_idle[0] and not sim.dev_idle[1] and sim.dev_idle[2]
     mask = env.action_masks()[:-1].reshape(env.K, env.V, env.D)

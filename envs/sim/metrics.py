@@ -23,17 +23,32 @@ def _pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) if x.size else math.nan
 
 
+def _completed(sim) -> tuple[int, np.ndarray]:
+    """(arrived tasks, ids of the completed ones in arrival order), gathered from the
+    simulator's per-task lists."""
+    arrived = np.array(sim._arrived, dtype=np.int64)
+    if not len(arrived):
+        return 0, arrived
+    return len(arrived), arrived[np.array(sim._tstate, dtype=np.int64)[arrived] == DONE]
+
+
+def task_latencies(sim) -> np.ndarray:
+    """Latency (finish - arrival) of each completed task, in arrival order."""
+    done = _completed(sim)[1]
+    return np.array(sim._tfinish)[done] - np.array(sim._tarrival)[done]
+
+
 def episode_metrics(sim) -> dict[str, float]:
     """Metrics of the episode so far. ``sim`` is a :class:`envs.sim.simulator.Simulator`."""
-    tasks = sim.tasks
     cl = sim.cluster
-    n = len(tasks)
-    done = [t for t in tasks if t.state == DONE]
-    lat = np.array([t.finish - t.arrival for t in done])
-    ideal = np.array([t.ideal for t in done])
-    acc = np.array([t.accuracy for t in done])
-    on_time = np.array([t.finish <= t.deadline + 1e-12 for t in done], dtype=bool)
-    best = np.array([cl.best_accuracy[t.cap_index] for t in done])
+    n, done = _completed(sim)
+    finish = np.array(sim._tfinish)[done]
+    lat = finish - np.array(sim._tarrival)[done]
+    kind = sim._tkind[done]
+    ideal = np.array(sim._kideal)[kind]
+    acc = np.array(sim._tacc)[done]
+    on_time = finish <= np.array(sim._tdeadline)[done] + 1e-12
+    best = cl.best_accuracy[np.array(sim._kcap, dtype=np.int64)[kind]]
     elapsed = sim.now
     c = sim.counters
     busy = sum(dev.busy_time - max(0.0, dev.busy_until - sim.now) if dev.task is not None else dev.busy_time
@@ -61,7 +76,7 @@ def episode_metrics(sim) -> dict[str, float]:
         "infeasible": float(c.dropped_infeasible),
         "completed": float(len(done)),
         "arrived": float(n),
-        "makespan": float(max((t.finish for t in done), default=0.0)),
+        "makespan": float(finish.max()) if finish.size else 0.0,
         "memory_utilization": float(np.mean(sim.dev_memory_used / cl.dev_memory)),
     }
     for ti, dt in enumerate(cl.device_types):
@@ -70,13 +85,16 @@ def episode_metrics(sim) -> dict[str, float]:
             b = sum(dev.busy_time - max(0.0, dev.busy_until - sim.now) if dev.task is not None else dev.busy_time
                     for dev in idx)
             m[f"utilization_{dt.name}"] = b / (len(idx) * elapsed)
-    jobs = sim.jobs
-    if jobs:
-        finished = [j for j in jobs if not j.dropped and not math.isnan(j.finish)]
-        jl = np.array([j.finish - j.arrival for j in finished])
+    n_jobs = sim._next_job  # jobs 0 .. n_jobs - 1 have arrived
+    if n_jobs:
+        jfinish = np.array(sim._jfinish[:n_jobs])
+        finished = ~np.array(sim._jdropped[:n_jobs], dtype=bool) & ~np.isnan(jfinish)
+        jfinish = jfinish[finished]
+        first = np.array(sim._jfirst[:n_jobs], dtype=np.int64)[finished]
+        jl = jfinish - np.array(sim._arrivals_l[:n_jobs])[finished]
         m["job_mean_latency"] = float(jl.mean()) if jl.size else math.nan
         m["job_p99_latency"] = _pct(jl, 99)
-        m["job_slo_attainment"] = sum(j.finish <= j.deadline + 1e-12 for j in finished) / len(jobs)
+        m["job_slo_attainment"] = int(np.count_nonzero(jfinish <= sim._ttimes[first, 1] + 1e-12)) / n_jobs
     else:
         m["job_mean_latency"] = m["job_p99_latency"] = m["job_slo_attainment"] = math.nan
     return m

@@ -98,24 +98,48 @@ class JobSpec(NamedTuple):
     source: str = ""
 
 
-@dataclass(eq=False, slots=True)
+# Task states.
+PENDING = 0  # waiting for parent stages
+QUEUED = 1
+RUNNING = 2
+DONE = 3
+DROPPED = 4
+
+
+def _column(name: str, doc: str) -> property:
+    """A read-only attribute of a task or job view: entry ``id`` of the simulator's list ``name``."""
+    return property(lambda self: getattr(self._sim, name)[self.id], doc=doc)
+
+
 class Job:
-    id: int
-    spec: JobSpec
-    members: Task | list[Task] | None = None
-    """The job's task, or the list of its tasks for a multi-stage job (a single task is held
-    directly, to keep one fewer object per request alive; use :attr:`tasks`)."""
-    remaining: int = 0
-    finish: float = math.nan
-    dropped: bool = False
+    """Read-only live view of one job of a simulation (its state lives in the simulator's
+    per-job lists; views are created on demand and compare equal when they name the same job)."""
+
+    __slots__ = ("_sim", "id")
+
+    def __init__(self, sim, id: int):
+        self._sim = sim
+        self.id = id
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Job and other.id == self.id and other._sim is self._sim
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"Job({self.id}, remaining={self.remaining}, finish={self.finish}, dropped={self.dropped})"
+
+    spec = property(lambda self: self._sim.job_specs[self.id], doc="The workload's description.")
+    remaining = _column("_jremaining", "Tasks not finished yet.")
+    finish = _column("_jfinish", "Time the last task finished (nan until then).")
+    dropped = _column("_jdropped", "Some task of the job was dropped (the job failed).")
 
     @property
     def tasks(self) -> list[Task]:
         """The job's tasks, in stage order."""
-        m = self.members
-        if isinstance(m, list):
-            return m
-        return [] if m is None else [m]
+        first = self._sim._jfirst[self.id]
+        return [Task(self._sim, i) for i in range(first, first + self._sim._jcount[self.id])]
 
     @property
     def arrival(self) -> float:
@@ -126,52 +150,81 @@ class Job:
         return self.spec.arrival + self.spec.slo
 
 
-# Task states.
-PENDING = 0  # waiting for parent stages
-QUEUED = 1
-RUNNING = 2
-DONE = 3
-DROPPED = 4
-
-
-@dataclass(eq=False, slots=True)
 class Task:
-    """A stage instance inside the simulator."""
+    """Read-only live view of one task (a stage instance) of a simulation.
 
-    id: int
-    job: Job
-    stage: int
-    capability: str
-    cap_index: int
-    size: float
-    size2: float
-    devices_required: int
-    min_accuracy: float
-    priority: float
-    arrival: float
-    """Time the task entered the queue (ready); task latency is measured from here. For a
-    single-stage job it is the job's arrival."""
-    deadline: float
-    ideal: float
-    """Fastest possible execution (best feasible variant and device type, resident, no queue)."""
-    kind: int = 0
-    """Index of the task's shape (capability, sizes, accuracy floor, devices required) in the
-    simulator's table of precomputed per-shape arrays."""
-    slo: float = 1.0
-    """The job's SLO (relative deadline), the scale of the time features."""
-    ready_time: float = math.nan
-    """Time the task became ready (all parents done)."""
-    state: int = PENDING
-    pending_parents: int = 0
-    children: list[Task] | tuple = ()
-    """Stages that wait for this one (a list, created when the first child is added)."""
-    start: float = math.nan
-    finish: float = math.nan
-    variant: int = -1
-    devices: tuple[int, ...] = ()
-    accuracy: float = math.nan
-    requeues: int = 0
-    cold_start: bool = False
+    The simulator keeps task state in per-task lists indexed by task id (no object per task, so
+    a busy episode creates no garbage-collected objects per request); a view reads them on
+    access. Views are created on demand and compare equal when they name the same task."""
+
+    __slots__ = ("_sim", "id")
+
+    def __init__(self, sim, id: int):
+        self._sim = sim
+        self.id = id
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Task and other.id == self.id and other._sim is self._sim
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return (f"Task({self.id}, job={self._sim._tjob[self.id]}, {self.capability}, "
+                f"state={self.state}, arrival={self.arrival}, finish={self.finish})")
+
+    # Static: fixed by the workload at reset.
+    @property
+    def job(self) -> Job:
+        return Job(self._sim, self._sim._tjob[self.id])
+
+    @property
+    def stage(self) -> int:
+        return self.id - self._sim._jfirst[self._sim._tjob[self.id]]
+
+    kind = _column("_tkind_l", "Index of the task's shape (capability, sizes, accuracy floor, devices "
+                               "required) in the simulator's table of per-shape arrays.")
+    deadline = _column("_tdeadline", "The job's arrival plus its SLO.")
+    priority = _column("_tprio", "The job's priority.")
+    slo = _column("_tslo", "The job's SLO (relative deadline), the scale of the time features.")
+
+    @property
+    def _shape(self) -> StageSpec:
+        return self._sim._kspec[self._sim._tkind_l[self.id]]
+
+    capability = property(lambda self: self._shape.capability)
+    size = property(lambda self: self._shape.size)
+    size2 = property(lambda self: self._shape.size2)
+    devices_required = property(lambda self: self._shape.devices_required)
+    min_accuracy = property(lambda self: self._shape.min_accuracy)
+
+    @property
+    def cap_index(self) -> int:
+        return self._sim._kcap[self._sim._tkind_l[self.id]]
+
+    @property
+    def ideal(self) -> float:
+        """Fastest possible execution (best feasible variant and device type, resident, no queue)."""
+        return self._sim._kideal[self._sim._tkind_l[self.id]]
+
+    # Dynamic.
+    state = _column("_tstate", "PENDING, QUEUED, RUNNING, DONE or DROPPED.")
+    arrival = _column("_tarrival", "Time the task entered the queue (ready), or was dropped before; task "
+                                   "latency is measured from here. For a single-stage job, the job's arrival.")
+    ready_time = _column("_tready", "Time the task became ready (all parents done).")
+    pending_parents = _column("_tpending", "Parent stages not finished yet.")
+    start = _column("_tstart", "Start of the current (or last) execution.")
+    finish = _column("_tfinish", "Completion or drop time.")
+    variant = _column("_tvariant", "Global index of the serving variant (-1: none).")
+    devices = _column("_tdevices", "Devices of the current (or last) execution.")
+    accuracy = _column("_tacc", "Accuracy of the serving variant.")
+    requeues = _column("_trequeues", "Times the task went back to the queue after a device failure.")
+    cold_start = _column("_tcold", "The last execution had to load its variant.")
+
+    @property
+    def children(self) -> list[Task]:
+        """Stages that wait for this one."""
+        return [Task(self._sim, i) for i in self._sim._tchildren[self.id]]
 
 
 @dataclass(eq=False)

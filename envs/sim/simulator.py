@@ -28,6 +28,7 @@ from envs.sim.cluster import Cluster
 from envs.sim.model import (
     DONE,
     DROPPED,
+    PENDING,
     QUEUED,
     RUNNING,
     Device,
@@ -150,9 +151,10 @@ class Simulator:
         self._seq = 0
         self.devices = [Device(i, cl.device_types[cl.dev_type[i]], int(cl.dev_type[i]), cl.nodes[i])
                         for i in range(cl.num_devices)]
-        self.queue: list[Task] = []
-        self.tasks: list[Task] = []  # every task that has arrived (ready or dropped)
-        self.jobs: list[Job] = []
+        #: Ids of the ready tasks, in queue order (read-only outside the simulator; the window
+        #: is the first K). :attr:`queue` gives them as task views.
+        self.queue_ids: list[int] = []
+        self._arrived: list[int] = []  # ids of the tasks that have arrived (ready or dropped)
         self.counters = Counters()
         self.counters.extra.update(generated.counters)
         self.stats = IntervalStats()
@@ -161,7 +163,6 @@ class Simulator:
         self._up_devices = cl.num_devices
         self._next_job = 0
         self._n_jobs = len(self.job_specs)
-        self._task_ids = 0
         self._gantt: list[tuple] = []  # (device, start, end, variant, cold, interrupted)
         # Dense dynamic state mirrored in arrays for vectorised masks/estimates.
         self.dev_up = np.ones(cl.num_devices, dtype=bool)
@@ -244,6 +245,11 @@ class Simulator:
         self._kdevbits: list[int] = [0]
         self._kcap: list[int] = [0]
         self._kideal: list[float] = [math.inf]
+        #: Per shape row: the shape, devices required, accuracy floor, size + size2.
+        self._kspec: list[StageSpec | None] = [None]
+        self._knreq: list[int] = [1]
+        self._kminacc: list[float] = [0.0]
+        self._ksizes: list[float] = [0.0]
         # Row 0 is the empty shape of padding window slots: never runs.
         self._ktab[0, 4] = 1.0
         self._ktab[0, self._E0:self._L0] = math.inf
@@ -293,6 +299,10 @@ class Simulator:
         self._kdevbits += [sum(1 << d for d, ok in enumerate(row) if ok) for row in static.any(axis=1).tolist()]
         self._kcap += caps
         self._kideal += ideal.tolist()
+        self._kspec += shapes
+        self._knreq += [st.devices_required for st in shapes]
+        self._kminacc += [st.min_accuracy for st in shapes]
+        self._ksizes += [st.size + st.size2 for st in shapes]
         for i, st in enumerate(shapes):
             self._kinds[st] = lo + i
         self._nk = hi
@@ -335,8 +345,37 @@ class Simulator:
         tt[N] = (0.0, 1.0, 0.0, 1.0)
         self._ttimes = tt
         self._pad_ids = [[N] * (self.K - n) for n in range(self.K + 1)]
-        #: Task objects by id (created at arrival).
-        self._task_by_id: list[Task | None] = [None] * N
+        # Task and job state, one Python list per attribute indexed by task (job) id: no object
+        # per task (a busy episode would otherwise keep thousands alive for the garbage
+        # collector to traverse). :class:`Task` and :class:`Job` are views of these lists.
+        J = len(specs)
+        if single:
+            self._tjob = list(range(N))
+            self._jfirst = self._tjob
+            self._jcount = [1] * J
+        else:
+            self._jcount = counts
+            self._jfirst = np.concatenate(([0], np.cumsum(counts)[:-1])).tolist()
+            self._tjob = np.repeat(np.arange(J), counts).tolist()
+        self._tdeadline = tt[:N, 1].tolist()
+        self._tprio = tt[:N, 2].tolist()
+        self._tslo = tt[:N, 3].tolist()
+        nan = math.nan
+        self._tstate = [PENDING] * N
+        self._tarrival = tt[:N, 0].tolist()  # (nan for DAG stages until they become ready)
+        self._tready = [nan] * N
+        self._tstart = [nan] * N
+        self._tfinish = [nan] * N
+        self._tvariant = [-1] * N
+        self._tdevices: list[tuple[int, ...]] = [()] * N
+        self._tacc = [nan] * N
+        self._trequeues = [0] * N
+        self._tcold = [False] * N
+        self._tpending = [0] * N
+        self._tchildren: list[list[int] | tuple] = [()] * N
+        self._jremaining = list(self._jcount)
+        self._jfinish = [nan] * J
+        self._jdropped = [False] * J
 
     @property
     def done(self) -> bool:
@@ -393,7 +432,7 @@ class Simulator:
         c = self.counters
         st = self.stats
         n_jobs = self._n_jobs
-        by_id = self._task_by_id
+        state = self._tstate
         pop = heapq.heappop
         while True:
             now = self.now
@@ -402,7 +441,7 @@ class Simulator:
                     return False  # done
                 if now >= until:
                     return False
-                if self._idle_up and self.queue and self.has_decision():
+                if self._idle_up and self.queue_ids and self.has_decision():
                     return False
             t = ev[0][0] if ev else math.inf
             if self._next_arrival < t:
@@ -422,11 +461,10 @@ class Simulator:
                 if ev and ev[0][0] <= t:
                     _, _, kind, payload, extra = pop(ev)
                     if kind == EXPIRE:
-                        task = by_id[payload]
-                        if task.state == QUEUED:
-                            self._expire(task)
+                        if state[payload] == QUEUED:
+                            self._expire(payload)
                     elif kind == FINISH:
-                        self._on_finish(by_id[payload], extra)
+                        self._on_finish(payload, extra)
                     elif kind == FAIL:
                         self._on_fail(payload)
                     else:
@@ -460,193 +498,184 @@ class Simulator:
 
     # ------------------------------------------------------------------ handlers
     def _on_arrival(self, j: int) -> None:
-        specs = self.job_specs
-        spec = specs[j]
         self._next_job = j + 1
-        self._next_arrival = specs[j + 1].arrival if j + 1 < self._n_jobs else math.inf
-        job = Job(j, spec)
-        self.jobs.append(job)
-        self.counters.jobs_arrived += 1
-        deadline = spec.arrival + spec.slo
-        tid = self._task_ids
-        stages = spec.stages
-        if len(stages) == 1:  # fast path: a single request
-            st = stages[0]
-            kid = self._tkind_l[tid]
-            t = Task(tid, job, 0, st.capability, self._kcap[kid], st.size, st.size2, st.devices_required,
-                     st.min_accuracy, spec.priority, math.nan, deadline, self._kideal[kid], kid, spec.slo)
-            self._task_by_id[tid] = t
-            self._task_ids = tid + 1
-            job.members = t
-            job.remaining = 1
-            c = self.counters
-            if t.ideal == math.inf:
-                self._drop_job(job, "infeasible")
+        self._next_arrival = self._arrivals_l[j + 1] if j + 1 < self._n_jobs else math.inf
+        c = self.counters
+        c.jobs_arrived += 1
+        tid = self._jfirst[j]
+        if self._jcount[j] == 1:  # fast path: a single request
+            ideal = self._kideal[self._tkind_l[tid]]
+            deadline = self._tdeadline[tid]
+            if ideal == math.inf:
+                self._drop_job(j, "infeasible")
             elif c.queued >= self.queue_capacity or (self.drop_expired and deadline <= self.now):
-                self._make_ready(t)  # (it drops the job)
-            else:  # _make_ready(t), inlined: the hot path of a busy cluster (keep the two in step)
+                self._make_ready(tid)  # (it drops the job)
+            else:  # _make_ready(tid), inlined: the hot path of a busy cluster (keep the two in step)
                 now = self.now
-                t.arrival = t.ready_time = now
-                if not self._single:  # (else _ttimes holds it from reset)
+                self._tready[tid] = now
+                if not self._single:  # (else the arrival is set from reset)
+                    self._tarrival[tid] = now
                     self._ttimes[tid, 0] = now
-                t.state = QUEUED
-                self.tasks.append(t)
+                self._tstate[tid] = QUEUED
+                self._arrived.append(tid)
                 c.arrived += 1
                 c.queued += 1
-                q = self.queue
-                q.append(t)
-                self._inv_ideal_sum += t.priority / t.ideal
+                q = self.queue_ids
+                q.append(tid)
+                self._inv_ideal_sum += self._tprio[tid] / ideal
                 if len(q) <= self.K:
                     self._window_dirty = True
                     self.queue_version += 1
-                if t.devices_required > 1:
+                if self._knreq[self._tkind_l[tid]] > 1:
                     self._has_gangs = True
                 if self.drop_expired:
                     self._seq += 1
                     heapq.heappush(self._events, (deadline, self._seq, EXPIRE, tid, 0))
             return
+        stages = self.job_specs[j].stages
+        kideal, tkind = self._kideal, self._tkind_l
         feasible = True
-        job.members = members = []
         for s, st in enumerate(stages):
-            kid = self._tkind_l[tid + s]
-            t = Task(tid + s, job, s, st.capability, self._kcap[kid], st.size, st.size2, st.devices_required,
-                     st.min_accuracy, spec.priority, math.nan, deadline, self._kideal[kid], kid, spec.slo)
-            self._task_by_id[tid + s] = t
-            feasible &= t.ideal < math.inf
+            feasible &= kideal[tkind[tid + s]] < math.inf
             if st.parents:
-                t.pending_parents = len(st.parents)
+                self._tpending[tid + s] = len(st.parents)
                 for p in st.parents:
-                    parent = members[p]
-                    if parent.children:
-                        parent.children.append(t)
+                    children = self._tchildren[tid + p]
+                    if children:
+                        children.append(tid + s)
                     else:
-                        parent.children = [t]
-            members.append(t)
-        self._task_ids = tid + len(stages)
-        job.remaining = len(members)
+                        self._tchildren[tid + p] = [tid + s]
         if not feasible:
-            self._drop_job(job, "infeasible")
+            self._drop_job(j, "infeasible")
             return
-        for t in members:
-            if t.pending_parents == 0:
-                self._make_ready(t)
-                if job.dropped:
+        for i in range(tid, tid + len(stages)):
+            if self._tpending[i] == 0:
+                self._make_ready(i)
+                if self._jdropped[j]:
                     return
 
-    def _make_ready(self, t: Task) -> None:
+    def _make_ready(self, tid: int) -> None:
         now = self.now
-        t.arrival = t.ready_time = now
+        self._tarrival[tid] = self._tready[tid] = now
         if not self._single:  # (single-task jobs: filled in at reset, the job's arrival time)
-            self._ttimes[t.id, 0] = now
+            self._ttimes[tid, 0] = now
         c = self.counters
         if c.queued >= self.queue_capacity:
-            self._drop_job(t.job, "queue_full", first=t)
+            self._drop_job(self._tjob[tid], "queue_full", first=tid)
             return
-        t.state = QUEUED
-        self.tasks.append(t)
+        self._tstate[tid] = QUEUED
+        self._arrived.append(tid)
         c.arrived += 1
         c.queued += 1
-        q = self.queue
-        q.append(t)
-        self._inv_ideal_sum += t.priority / t.ideal
+        q = self.queue_ids
+        q.append(tid)
+        kind = self._tkind_l[tid]
+        self._inv_ideal_sum += self._tprio[tid] / self._kideal[kind]
         if len(q) <= self.K:
             self._window_dirty = True
             self.queue_version += 1
-        if t.devices_required > 1:
+        if self._knreq[kind] > 1:
             self._has_gangs = True
         if self.drop_expired:
-            if t.deadline <= now:  # a later stage of a job that is already late
-                self._drop_job(t.job, "expired", first=t)
+            deadline = self._tdeadline[tid]
+            if deadline <= now:  # a later stage of a job that is already late
+                self._drop_job(self._tjob[tid], "expired", first=tid)
             else:
                 self._seq += 1
-                heapq.heappush(self._events, (t.deadline, self._seq, EXPIRE, t.id, 0))
+                heapq.heappush(self._events, (deadline, self._seq, EXPIRE, tid, 0))
 
-    def _expire(self, t: Task) -> None:
-        """The deadline of queued task ``t`` passed (``drop_expired``): drop its job. Fast path
+    def _expire(self, tid: int) -> None:
+        """The deadline of queued task ``tid`` passed (``drop_expired``): drop its job. Fast path
         for the common case, a single-task job (the same bookkeeping as :meth:`_drop_job`,
         written out: the hot path of an overloaded cluster)."""
-        job = t.job
-        if job.dropped or job.members is not t:
-            self._drop_job(job, "expired", first=t)
+        j = self._tjob[tid]
+        if self._jdropped[j] or self._jcount[j] != 1:
+            self._drop_job(j, "expired", first=tid)
             return
-        job.dropped = True
+        self._jdropped[j] = True
         c = self.counters
         c.jobs_dropped += 1
-        q = self.queue
-        i = q.index(t)
+        q = self.queue_ids
+        i = q.index(tid)
         del q[i]
         if i < self.K:
             self._window_dirty = True
             self.queue_version += 1
         c.queued -= 1
-        self._inv_ideal_sum -= t.priority / t.ideal
-        t.state = DROPPED
-        t.finish = self.now
+        self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
+        self._tstate[tid] = DROPPED
+        self._tfinish[tid] = self.now
         c.dropped += 1
         c.dropped_expired += 1
         self.stats.drops += 1
 
-    def _drop_job(self, job: Job, reason: str, first: Task | None = None) -> None:
-        """Drop every unfinished task of ``job``; ``first`` is the task that caused it."""
-        if job.dropped:
+    def _drop_job(self, j: int, reason: str, first: int = -1) -> None:
+        """Drop every unfinished task of job ``j``; ``first`` is the task that caused it."""
+        if self._jdropped[j]:
             return
-        job.dropped = True
+        self._jdropped[j] = True
         c = self.counters
         c.jobs_dropped += 1
-        for t in job.tasks:
-            if t.state in (DONE, DROPPED):
+        state = self._tstate
+        lo = self._jfirst[j]
+        for tid in range(lo, lo + self._jcount[j]):
+            s = state[tid]
+            if s == DONE or s == DROPPED:
                 continue
-            if t.state == RUNNING:
+            if s == RUNNING:
                 continue  # finishes, but the job already failed; counted when it finishes
-            if t.state == QUEUED:
-                self._remove_queued(t)
+            if s == QUEUED:
+                self._remove_queued(tid)
                 c.queued -= 1
-                self._inv_ideal_sum -= t.priority / t.ideal
+                self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
             else:  # PENDING or the task being made ready: it arrives as dropped
                 c.arrived += 1
-                self.tasks.append(t)
-                if math.isnan(t.arrival):
-                    t.arrival = self.now
-            t.state = DROPPED
-            t.finish = self.now
+                self._arrived.append(tid)
+                if math.isnan(self._tarrival[tid]):
+                    self._tarrival[tid] = self.now
+            state[tid] = DROPPED
+            self._tfinish[tid] = self.now
             c.dropped += 1
             self.stats.drops += 1
-            attr = _DROP_COUNTER[reason if (t is first or reason == "infeasible" or first is None) else "with_job"]
+            attr = _DROP_COUNTER[reason if (tid == first or reason == "infeasible" or first < 0) else "with_job"]
             setattr(c, attr, getattr(c, attr) + 1)
 
-    def _on_finish(self, t: Task, attempt: int) -> None:
-        if t.state != RUNNING or t.requeues != attempt:
+    def _on_finish(self, tid: int, attempt: int) -> None:
+        if self._tstate[tid] != RUNNING or self._trequeues[tid] != attempt:
             return  # stale: the task was requeued after a failure
         c = self.counters
-        t.state = DONE
-        t.finish = self.now
+        now = self.now
+        self._tstate[tid] = DONE
+        self._tfinish[tid] = now
         c.running -= 1
         c.completed += 1
-        self._inv_ideal_sum -= t.priority / t.ideal
-        for d in t.devices:
+        kind = self._tkind_l[tid]
+        self._inv_ideal_sum -= self._tprio[tid] / self._kideal[kind]
+        for d in self._tdevices[tid]:
             self._release_device(d)
         st = self.stats
         st.completions += 1
-        if self.now > t.deadline + 1e-12:
+        if now > self._tdeadline[tid] + 1e-12:
             st.slo_misses += 1
-        st.accuracy_gain += t.accuracy - self._best_acc_l[t.cap_index]
-        job = t.job
-        job.remaining -= 1
-        if job.dropped:
+        st.accuracy_gain += self._tacc[tid] - self._best_acc_l[self._kcap[kind]]
+        j = self._tjob[tid]
+        self._jremaining[j] -= 1
+        if self._jdropped[j]:
             return
-        for child in t.children:
-            child.pending_parents -= 1
-            if child.pending_parents == 0:
+        for child in self._tchildren[tid]:
+            self._tpending[child] -= 1
+            if self._tpending[child] == 0:
                 self._make_ready(child)
-                if job.dropped:
+                if self._jdropped[j]:
                     return
-        if job.remaining == 0:
-            job.finish = self.now
+        if self._jremaining[j] == 0:
+            self._jfinish[j] = now
             c.jobs_completed += 1
 
-    def _remove_queued(self, t: Task) -> None:
-        i = self.queue.index(t)
-        del self.queue[i]
+    def _remove_queued(self, tid: int) -> None:
+        q = self.queue_ids
+        i = q.index(tid)
+        del q[i]
         if i < self.K:
             self._window_dirty = True
             self.queue_version += 1
@@ -674,38 +703,43 @@ class Simulator:
         c.failures += 1
         t = dev.task
         if t is not None:  # requeue the task; free its other devices
-            for e in t.devices:  # the time it would still have run was never busy
+            tid = t.id
+            devs = self._tdevices[tid]
+            for e in devs:  # the time it would still have run was never busy
                 other = self.devices[e]
                 other.busy_time -= max(0.0, other.busy_until - self.now)
-                self._gantt_cut(e, t)
-            for e in t.devices:
+                self._gantt_cut(e)
+            for e in devs:
                 self._release_device(e)
-            t.requeues += 1
+            self._trequeues[tid] += 1
             c.requeues += 1
             c.running -= 1
             c.queued += 1
-            t.state = QUEUED
-            t.devices = ()
-            t.variant = -1
+            self._tstate[tid] = QUEUED
+            self._tdevices[tid] = ()
+            self._tvariant[tid] = -1
             # Back in front of the queue, in ready-time order.
+            q, ready = self.queue_ids, self._tready
+            key = (ready[tid], tid)
             i = 0
-            while i < len(self.queue) and (self.queue[i].ready_time, self.queue[i].id) < (t.ready_time, t.id):
+            while i < len(q) and (ready[q[i]], q[i]) < key:
                 i += 1
-            self.queue.insert(i, t)
+            q.insert(i, tid)
             if i < self.K:
                 self._window_dirty = True
                 self.queue_version += 1
-            if t.job.dropped:  # its job already failed while it ran: nothing left to serve
-                self._remove_queued(t)
+            j = self._tjob[tid]
+            if self._jdropped[j]:  # its job already failed while it ran: nothing left to serve
+                self._remove_queued(tid)
                 c.queued -= 1
-                self._inv_ideal_sum -= t.priority / t.ideal
-                t.state = DROPPED
-                t.finish = self.now
+                self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
+                self._tstate[tid] = DROPPED
+                self._tfinish[tid] = self.now
                 c.dropped += 1
                 c.dropped_with_job += 1
                 self.stats.drops += 1
-            elif self.drop_expired and t.deadline <= self.now:  # its expiry passed while it ran
-                self._drop_job(t.job, "expired", first=t)
+            elif self.drop_expired and self._tdeadline[tid] <= self.now:  # its expiry passed while it ran
+                self._drop_job(j, "expired", first=tid)
         dev.up = False
         dev.resident.clear()
         dev.memory_used = 0.0
@@ -724,7 +758,7 @@ class Simulator:
         self._push(self.now + self.rng_fail.exponential(dev.type.mttr_s) if dev.type.mttr_s > 0 else self.now,
                    RECOVER, d)
 
-    def _gantt_cut(self, d: int, t: Task) -> None:
+    def _gantt_cut(self, d: int) -> None:
         for i in range(len(self._gantt) - 1, -1, -1):
             g = self._gantt[i]
             if g[0] == d:
@@ -763,11 +797,11 @@ class Simulator:
     def _build_window(self) -> None:
         """The window's task ids index the episode's per-task arrays: one gather per array."""
         K = self.K
-        win = self.queue[:K]
-        n = len(win)
-        self.window = win
+        ids = self.queue_ids[:K]
+        n = len(ids)
         self.w_count = n
-        ids = [t.id for t in win]
+        nreq, tkind = self._knreq, self._tkind_l
+        self._w_gang = self._has_gangs and any(nreq[tkind[i]] > 1 for i in ids)
         if n < K:
             ids += self._pad_ids[n]
         ida = np.array(ids)
@@ -777,7 +811,6 @@ class Simulator:
         self.w_kid = kid = self._tkind[ida]
         #: (K, V, D) assignments valid whenever the device is idle and up.
         self.static_mask = self._kstat[kid].reshape(K, self.cluster.num_slots, self.cluster.num_devices)
-        self._w_gang = self._has_gangs and any(t.devices_required > 1 for t in win)
         self._wcache: dict[str, np.ndarray] = {}
 
     def _w_rows(self) -> np.ndarray:
@@ -840,14 +873,16 @@ class Simulator:
     def has_decision(self) -> bool:
         """Some assignment is valid now (the same as ``action_mask().any()``, without building
         the mask: per task shape, a bit set of the devices it can ever use)."""
-        if not self.queue or self._idle_up == 0:
+        if not self.queue_ids or self._idle_up == 0:
             return False
         avail = self._avail_bits
         bits = self._kdevbits
-        for t in self.queue[:self.K]:
-            b = bits[t.kind] & avail
+        tkind = self._tkind_l
+        for i in self.queue_ids[:self.K]:
+            kind = tkind[i]
+            b = bits[kind] & avail
             if b:
-                n = t.devices_required
+                n = self._knreq[kind]
                 if n == 1:
                     return True
                 idle = self._idle_by_type  # a gang needs n idle devices of one type
@@ -873,23 +908,23 @@ class Simulator:
 
     def check_assignment(self, k: int, v: int, d: int) -> str | None:
         """None if (window slot k, variant slot v, device d) is valid now, else a reason key."""
-        if k >= self.K or k >= len(self.queue):
+        if k >= self.K or k >= len(self.queue_ids):
             return "no_task"
-        t = self.queue[k]  # the window is the first K queued tasks
-        c = t.cap_index
+        kind = self._tkind_l[self.queue_ids[k]]  # the window is the first K queued tasks
+        c = self._kcap[kind]
         if self._slot_variant_l[c][v] < 0:
             return "no_variant"
         if not self._slot_runs_l[c][v][d]:
             return "no_profile"
-        if self._slot_acc_l[c][v] < t.min_accuracy:
+        if self._slot_acc_l[c][v] < self._kminacc[kind]:
             return "accuracy"
-        if self._slot_max_size_l[c][v] < t.size + t.size2:
+        if self._slot_max_size_l[c][v] < self._ksizes[kind]:
             return "too_large"
         if not self.devices[d].up:
             return "down"
         if not (self._avail_bits >> d) & 1:
             return "busy"
-        n = t.devices_required
+        n = self._knreq[kind]
         if n > 1 and self._idle_by_type[self._dev_type_l[d]] < n:
             return "gang"
         return None
@@ -903,38 +938,40 @@ class Simulator:
             if reason is not None:
                 raise ValueError(f"invalid assignment (slot {k}, variant {v}, device {d}): {REASONS[reason]}")
         cl = self.cluster
-        t = self.queue[k]
-        m = self._slot_variant_l[t.cap_index][v]
+        tid = self.queue_ids[k]
+        kind = self._tkind_l[tid]
+        m = self._slot_variant_l[self._kcap[kind]][v]
         devs = [d]
-        if t.devices_required > 1:
+        nreq = self._knreq[kind]
+        if nreq > 1:
             dt = self._dev_type_l
             tt = dt[d]
             node = cl.nodes[d]
             avail = self._avail_bits
             others = [e for e in range(cl.num_devices) if e != d and dt[e] == tt and (avail >> e) & 1]
             others.sort(key=lambda e: (cl.nodes[e] != node, e))
-            devs += others[: t.devices_required - 1]
+            devs += others[: nreq - 1]
         load = 0.0
         for e in devs:
             x = self._make_resident(m, e)
             if x > load:
                 load = x
-        kid = t.kind
-        exec_t = float(self._ktab[kid, self._E0 + v * cl.num_devices + d])
+        exec_t = float(self._ktab[kind, self._E0 + v * cl.num_devices + d])
         if self.noise_sigma > 0:
             exec_t *= math.exp(self.noise_sigma * abs(self._normal()))
         start = self.now
         end = start + load + exec_t
-        t.state = RUNNING
-        t.start = start
-        t.variant = m
-        t.devices = tuple(devs)
-        t.accuracy = self._var_acc_l[m]
-        t.cold_start = load > 0
+        self._tstate[tid] = RUNNING
+        self._tstart[tid] = start
+        self._tvariant[tid] = m
+        self._tdevices[tid] = tuple(devs)
+        self._tacc[tid] = self._var_acc_l[m]
+        self._tcold[tid] = load > 0
         c = self.counters
         c.queued -= 1
         c.running += 1
-        del self.queue[k]
+        del self.queue_ids[k]
+        t = Task(self, tid)
         self._window_dirty = True
         self.queue_version += 1
         devices = self.devices
@@ -960,7 +997,7 @@ class Simulator:
         self._dev_dirty = True
         self.dev_version += 1
         self._seq += 1
-        heapq.heappush(self._events, (end, self._seq, FINISH, t.id, t.requeues))
+        heapq.heappush(self._events, (end, self._seq, FINISH, tid, self._trequeues[tid]))
         return t
 
     def _normal(self) -> float:
@@ -998,6 +1035,32 @@ class Simulator:
         return self._load_time_l[m][d]
 
     # ================================================================== views
+    @property
+    def queue(self) -> list[Task]:
+        """The ready tasks in queue order, as views (:attr:`queue_ids` holds their ids)."""
+        return [Task(self, i) for i in self.queue_ids]
+
+    @property
+    def window(self) -> list[Task]:
+        """The visible window: the first K queued tasks, as views."""
+        return [Task(self, i) for i in self.queue_ids[:self.K]]
+
+    @property
+    def tasks(self) -> list[Task]:
+        """Every task that has arrived (became ready, or was dropped), in arrival order."""
+        return [Task(self, i) for i in self._arrived]
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every job that has arrived, in arrival order (job ids are arrival ranks)."""
+        return [Job(self, j) for j in range(self._next_job)]
+
+    def task(self, tid: int) -> Task:
+        """View of task ``tid`` (ids follow job order, then stage order)."""
+        if not 0 <= tid < len(self._tstate):
+            raise IndexError(f"task id {tid} is outside 0..{len(self._tstate) - 1}")
+        return Task(self, tid)
+
     def accounting(self) -> dict[str, int]:
         c = self.counters
         return {"arrived": c.arrived, "completed": c.completed, "dropped": c.dropped,
