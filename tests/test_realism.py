@@ -602,6 +602,42 @@ def test_pipelines_jobs_are_dags_and_accounted():
                     assert j.tasks[p].state == DONE and j.tasks[p].finish <= t.start + 1e-12
 
 
+def test_task_views_match_the_workload_and_the_metrics():
+    """Task and job views read the simulator's per-id lists: every field agrees with the job's
+    spec, the DAG links agree with the stages' parents, views are read-only, and the episode
+    metrics (gathered from the lists) agree with the same figures computed from the views."""
+    env = make("modelsched/Pipelines-v0")
+    info, *_ = random_rollout(env, seed=9, steps=10**6, until_end=True)
+    sim = env.unwrapped.sim
+    assert sim.tasks and sim.jobs
+    for t in sim.tasks:
+        spec = t.job.spec
+        st = spec.stages[t.stage]
+        assert (t.capability, t.size, t.size2, t.devices_required, t.min_accuracy) == \
+            (st.capability, st.size, st.size2, st.devices_required, st.min_accuracy)
+        assert t.deadline == spec.arrival + spec.slo and t.priority == spec.priority and t.slo == spec.slo
+        assert t.job.tasks[t.stage] == t and t in t.job.tasks
+        assert sorted(c.stage for c in t.children) == [i for i, s in enumerate(spec.stages) if t.stage in s.parents]
+        assert t.cap_index == sim.cluster.cap_index[t.capability]
+    t = sim.tasks[0]
+    assert t == sim.task(t.id) and hash(t) == hash(sim.task(t.id)) and t != sim.task(t.id + 1)
+    with pytest.raises(AttributeError):
+        t.state = QUEUED
+    with pytest.raises(IndexError, match="task id"):
+        sim.task(len(sim._tstate))
+    done = [t for t in sim.tasks if t.state == DONE]
+    m = info["metrics"]
+    lat = [t.finish - t.arrival for t in done]
+    assert m["mean_latency"] == pytest.approx(sum(lat) / len(lat), rel=1e-12)
+    assert m["slo_attainment"] == sum(t.finish <= t.deadline + 1e-12 for t in done) / len(sim.tasks)
+    assert m["completed"] == len(done) and m["arrived"] == len(sim.tasks)
+    finished = [j for j in sim.jobs if not j.dropped and not math.isnan(j.finish)]
+    assert finished and all(j.remaining == 0 for j in finished)
+    assert m["job_mean_latency"] == pytest.approx(sum(j.finish - j.arrival for j in finished) / len(finished),
+                                                  rel=1e-12)
+    assert m["job_slo_attainment"] == sum(j.finish <= j.deadline + 1e-12 for j in finished) / len(sim.jobs)
+
+
 def test_task_shape_cache_is_bounded_across_episodes():
     """llm-serving draws fresh (prompt, output) sizes every episode, so nearly every request
     has a new shape. 45 episodes of 200 requests (9,000 distinct shapes) through the
