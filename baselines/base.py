@@ -45,24 +45,19 @@ class DecisionView:
         self.n = n = len(tasks)
         self.now = now = sim.now
         K = self.K
-        deadline = np.full(K, np.inf)
-        arrival = np.zeros(K)
-        priority = np.zeros(K)
-        caps = np.zeros(K, dtype=np.int64)
-        size = np.zeros(K)
-        nreq = np.ones(K, dtype=np.int64)
-        for i, t in enumerate(tasks):
-            deadline[i] = t.deadline
-            arrival[i] = t.arrival
-            priority[i] = t.priority
-            caps[i] = t.cap_index
-            size[i] = t.size + t.size2
-            nreq[i] = t.devices_required
+        # The window's arrays, gathered by the simulator (padding slots: the values below).
+        present = np.arange(K) < n
+        times = sim.w_times  # (K, 4) arrival, deadline, priority, SLO
+        deadline = np.where(present, times[:, 1], np.inf)
+        arrival = np.where(present, times[:, 0], 0.0)
+        priority = np.where(present, times[:, 2], 0.0)
+        caps = np.where(present, sim.w_caps, 0)
+        size = np.where(present, sim.w_size + sim.w_size2, 0.0)
+        nreq = np.where(present, sim.w_nreq, 1)
         self.deadline, self.arrival, self.priority, self.caps = deadline, arrival, priority, caps
         self.size, self.nreq = size, nreq
         self.slack = deadline - now
-        self.slo = np.where(np.arange(K) < n, np.maximum(deadline - arrival, 1e-12), 1.0)
-        present = np.arange(K) < n
+        self.slo = np.where(present, np.maximum(deadline - arrival, 1e-12), 1.0)
         self.acc = np.where(present[:, None], cl.slot_accuracy[caps], -np.inf)  # (K, V)
         self.variant = np.where(present[:, None], cl.slot_variant[caps], -1)  # (K, V)
         self.wait = np.maximum(sim.dev_busy_until - now, 0.0)  # (D,)
