@@ -179,7 +179,7 @@ class SchedulingEnv(gym.Env):
         sim.reset(episode_seed)
         sim.advance_to_next_decision()
         self._span = sim.horizon if math.isfinite(sim.horizon) else max(sim._last_arrival, 1e-9)
-        n_jobs = len(sim.job_specs)
+        n_jobs = sim._n_jobs
         self._mean_rate = n_jobs / max(sim._last_arrival, 1e-9) if n_jobs else 1.0
         self._stuck = False
         self._episode_done = False

@@ -130,7 +130,7 @@ class Job:
     def __repr__(self) -> str:
         return f"Job({self.id}, remaining={self.remaining}, finish={self.finish}, dropped={self.dropped})"
 
-    spec = property(lambda self: self._sim.job_specs[self.id], doc="The workload's description.")
+    spec = property(lambda self: self._sim.job_spec(self.id), doc="The workload's description.")
     remaining = _column("_jremaining", "Tasks not finished yet.")
     finish = _column("_jfinish", "Time the last task finished (nan until then).")
     dropped = _column("_jdropped", "Some task of the job was dropped (the job failed).")

@@ -144,7 +144,13 @@ class Simulator:
         self._noise_i = 0
         self.rng_fail = np.random.default_rng(fail_ss)
         generated = self.workload.generate(np.random.default_rng(wl_ss), self.cluster)
-        self.job_specs: list[JobSpec] = generated.jobs
+        specs = generated.jobs
+        # The job list is kept by column (one C-level pass): arrival, stages, slo, priority,
+        # source. Not keeping the JobSpec objects lets them die here: a list of them alive for
+        # the episode would be thousands of objects for the garbage collector to traverse.
+        # (:attr:`job_specs` rebuilds them on demand.)
+        cols = self._jcols = list(zip(*specs)) if specs else [(), (), (), (), ()]
+        self._n_jobs = len(specs)
         cl = self.cluster
         self.now = 0.0
         self._events: list[tuple] = []
@@ -162,7 +168,6 @@ class Simulator:
         self._busy_devices = 0
         self._up_devices = cl.num_devices
         self._next_job = 0
-        self._n_jobs = len(self.job_specs)
         self._gantt: list[tuple] = []  # (device, start, end, variant, cold, interrupted)
         # Dense dynamic state mirrored in arrays for vectorised masks/estimates.
         self.dev_up = np.ones(cl.num_devices, dtype=bool)
@@ -175,17 +180,15 @@ class Simulator:
         self._idle_by_type = cl.type_count.copy()
         if not hasattr(self, "_kinds"):
             self._init_static()
-        self._last_arrival = self.job_specs[-1].arrival if self.job_specs else 0.0
+        self._last_arrival = cols[0][-1] if specs else 0.0
         self._rate_ptr, self._rate_window = 0, -1.0
         # Arrivals are read from the sorted job list with a pointer instead of the heap; at equal
         # times heap events (completions, expiries, failures) are processed before arrivals.
-        # Columns of the job list (one C-level pass): arrival, stages, slo, priority, source.
-        cols = list(zip(*self.job_specs)) if self.job_specs else [(), (), (), (), ()]
         arrivals = np.array(cols[0], dtype=float)
         if len(arrivals) and (not np.all(np.isfinite(arrivals)) or arrivals[0] < 0 or np.any(np.diff(arrivals) < 0)):
             bad = int(np.argmax(~np.isfinite(arrivals) | (arrivals < 0) | (np.diff(arrivals, prepend=0.0) < 0)))
             raise ValueError(f"workload jobs must have finite, non-negative arrival times sorted in "
-                             f"order: job {bad} ({self.job_specs[bad].source or 'generated'}) arrives at "
+                             f"order: job {bad} ({cols[4][bad] or 'generated'}) arrives at "
                              f"{arrivals[bad]}")
         self._index_tasks(arrivals, cols)
         self._arrivals_l = arrivals.tolist()  # job j arrives (and is processed) at _arrivals_l[j]
@@ -311,19 +314,18 @@ class Simulator:
         """Per-task arrays of the episode. Task ids are given in job order and stage order, so
         every task's id is known before it arrives: its shape row and its times. ``cols``: the
         job list's columns."""
-        specs = self.job_specs
         if len(self._kinds) > _MAX_KINDS:  # continuous sizes make a shape per task: stay bounded
             self._clear_kinds()
         kinds = self._kinds
         counts = list(map(len, cols[1]))
-        single = not specs or max(counts) == 1
+        single = not counts or max(counts) == 1
         stages = [st for (st,) in cols[1]] if single else [st for job_stages in cols[1] for st in job_stages]
         if not kinds.keys() >= set(stages):  # new shapes, added in order of first appearance
             new: dict[StageSpec, str] = {}
-            owners = specs if single else [spec for spec in specs for _ in spec.stages]
-            for spec, st in zip(owners, stages):
+            sources = cols[4] if single else [src for src, n in zip(cols[4], counts) for _ in range(n)]
+            for src, st in zip(sources, stages):
                 if st not in kinds and st not in new:
-                    new[st] = spec.source
+                    new[st] = src
             self._add_kinds(list(new), list(new.values()))
         get = kinds.__getitem__
         self._tkind_l = list(map(get, stages))
@@ -348,7 +350,7 @@ class Simulator:
         # Task and job state, one Python list per attribute indexed by task (job) id: no object
         # per task (a busy episode would otherwise keep thousands alive for the garbage
         # collector to traverse). :class:`Task` and :class:`Job` are views of these lists.
-        J = len(specs)
+        J = len(counts)
         if single:
             self._tjob = list(range(N))
             self._jfirst = self._tjob
@@ -532,7 +534,7 @@ class Simulator:
                     self._seq += 1
                     heapq.heappush(self._events, (deadline, self._seq, EXPIRE, tid, 0))
             return
-        stages = self.job_specs[j].stages
+        stages = self._jcols[1][j]
         kideal, tkind = self._kideal, self._tkind_l
         feasible = True
         for s, st in enumerate(stages):
@@ -1035,6 +1037,15 @@ class Simulator:
         return self._load_time_l[m][d]
 
     # ================================================================== views
+    @property
+    def job_specs(self) -> list[JobSpec]:
+        """The episode's jobs as the workload generated them (rebuilt from columns: a list)."""
+        return list(map(JobSpec._make, zip(*self._jcols)))
+
+    def job_spec(self, j: int) -> JobSpec:
+        """The workload's description of job ``j``."""
+        return JobSpec._make(col[j] for col in self._jcols)
+
     @property
     def queue(self) -> list[Task]:
         """The ready tasks in queue order, as views (:attr:`queue_ids` holds their ids)."""
