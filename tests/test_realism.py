@@ -610,6 +610,11 @@ def test_task_views_match_the_workload_and_the_metrics():
     info, *_ = random_rollout(env, seed=9, steps=10**6, until_end=True)
     sim = env.unwrapped.sim
     assert sim.tasks and sim.jobs
+    # The simulator keeps the job list by column; it rebuilds the workload's jobs exactly.
+    episode_ss = np.random.SeedSequence(9).spawn(1)[0]  # the env's first episode (root seed 9)
+    workload_ss = episode_ss.spawn(3)[0]
+    assert sim.job_specs == sim.workload.generate(np.random.default_rng(workload_ss), sim.cluster).jobs
+    assert [j.spec for j in sim.jobs] == sim.job_specs[:len(sim.jobs)]
     for t in sim.tasks:
         spec = t.job.spec
         st = spec.stages[t.stage]
