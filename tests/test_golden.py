@@ -14,10 +14,11 @@ Latencies: 0.9, 1.25, 1.35. Only j0 meets its deadline. Effective accuracy = 0.9
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from envs.env import SchedulingEnv
-from tests.conftest import golden_cluster, make_scenario, request
+from tests.conftest import ListWorkload, golden_cluster, make_scenario, request
 
 
 def action(env, k, v, d):
@@ -120,3 +121,27 @@ def test_process_until_infinity_runs_out_the_workload_and_stops():
     assert sim.accounting() == {"arrived": 3, "completed": 0, "dropped": 3, "queued": 0, "running": 0}
     assert sim.now == pytest.approx(1.2)  # the last deadline
     assert sim.done
+
+
+def test_reset_restores_the_garbage_collector_when_the_workload_fails():
+    """The simulator pauses the cyclic GC while it builds an episode's jobs; a workload that
+    raises leaves it enabled, and an unsorted job list is refused naming the job."""
+    import gc
+
+    from envs.sim.simulator import Simulator
+    from envs.workloads.base import Workload
+
+    class Failing(Workload):
+        def generate(self, rng, ctx):
+            raise RuntimeError("workload broke")
+
+    assert gc.isenabled()
+    sim = Simulator(golden_cluster(), Failing())
+    with pytest.raises(RuntimeError, match="workload broke"):
+        sim.reset(np.random.SeedSequence(0))
+    assert gc.isenabled()
+    unsorted = Simulator(golden_cluster(), ListWorkload([]))
+    unsorted.workload.jobs = [request(1.0), request(0.5)]
+    with pytest.raises(ValueError, match="job 1 .* arrives at 0.5"):
+        unsorted.reset(np.random.SeedSequence(0))
+    assert gc.isenabled()

@@ -37,6 +37,7 @@ from envs.sim.model import (
     StageSpec,
     Task,
 )
+from envs.workloads.assembly import gc_paused
 from envs.workloads.base import Workload
 
 # Task kinds cached across episodes at most (workloads with continuous sizes have one per task).
@@ -143,14 +144,19 @@ class Simulator:
         self._noise: list[float] = []
         self._noise_i = 0
         self.rng_fail = np.random.default_rng(fail_ss)
-        generated = self.workload.generate(np.random.default_rng(wl_ss), self.cluster)
-        specs = generated.jobs
-        # The job list is kept by column (one C-level pass): arrival, stages, slo, priority,
-        # source. Not keeping the JobSpec objects lets them die here: a list of them alive for
-        # the episode would be thousands of objects for the garbage collector to traverse.
-        # (:attr:`job_specs` rebuilds them on demand.)
-        cols = self._jcols = list(zip(*specs)) if specs else [(), (), (), (), ()]
-        self._n_jobs = len(specs)
+        # The cyclic GC is paused while the episode's jobs are built (thousands of small
+        # tuples, none of them in a cycle, and all but the columns below dead by the end).
+        with gc_paused():
+            generated = self.workload.generate(np.random.default_rng(wl_ss), self.cluster)
+            specs = generated.jobs
+            # The job list is kept by column (one C-level pass): arrival, stages, slo,
+            # priority, source. Not keeping the JobSpec objects lets them die here: a list of
+            # them alive for the episode would be thousands of objects for the garbage
+            # collector to traverse. (:attr:`job_specs` rebuilds them on demand.)
+            cols = self._jcols = list(zip(*specs)) if specs else [(), (), (), (), ()]
+            workload_counters = generated.counters
+            del specs, generated
+        self._n_jobs = len(cols[0])
         cl = self.cluster
         self.now = 0.0
         self._events: list[tuple] = []
@@ -162,7 +168,7 @@ class Simulator:
         self.queue_ids: list[int] = []
         self._arrived: list[int] = []  # ids of the tasks that have arrived (ready or dropped)
         self.counters = Counters()
-        self.counters.extra.update(generated.counters)
+        self.counters.extra.update(workload_counters)
         self.stats = IntervalStats()
         self._inv_ideal_sum = 0.0  # sum over tasks in system of priority / ideal
         self._busy_devices = 0
@@ -180,7 +186,7 @@ class Simulator:
         self._idle_by_type = cl.type_count.copy()
         if not hasattr(self, "_kinds"):
             self._init_static()
-        self._last_arrival = cols[0][-1] if specs else 0.0
+        self._last_arrival = cols[0][-1] if self._n_jobs else 0.0
         self._rate_ptr, self._rate_window = 0, -1.0
         # Arrivals are read from the sorted job list with a pointer instead of the heap; at equal
         # times heap events (completions, expiries, failures) are processed before arrivals.
