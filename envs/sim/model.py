@@ -111,9 +111,9 @@ def _column(name: str, doc: str) -> property:
     return property(lambda self: getattr(self._sim, name)[self.id], doc=doc)
 
 
-class Job:
-    """Read-only live view of one job of a simulation (its state lives in the simulator's
-    per-job lists; views are created on demand and compare equal when they name the same job)."""
+class _View:
+    """A read-only live view of entry ``id`` of a simulator's per-id lists. Views are created on
+    demand; two views are equal when they name the same entry of the same simulator."""
 
     __slots__ = ("_sim", "id")
 
@@ -122,10 +122,17 @@ class Job:
         self.id = id
 
     def __eq__(self, other) -> bool:
-        return type(other) is Job and other.id == self.id and other._sim is self._sim
+        return type(other) is type(self) and other.id == self.id and other._sim is self._sim
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+
+class Job(_View):
+    """Read-only live view of one job of a simulation (its state lives in the simulator's
+    per-job lists)."""
+
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"Job({self.id}, remaining={self.remaining}, finish={self.finish}, dropped={self.dropped})"
@@ -150,24 +157,14 @@ class Job:
         return self.spec.arrival + self.spec.slo
 
 
-class Task:
+class Task(_View):
     """Read-only live view of one task (a stage instance) of a simulation.
 
     The simulator keeps task state in per-task lists indexed by task id (no object per task, so
     a busy episode creates no garbage-collected objects per request); a view reads them on
-    access. Views are created on demand and compare equal when they name the same task."""
+    access."""
 
-    __slots__ = ("_sim", "id")
-
-    def __init__(self, sim, id: int):
-        self._sim = sim
-        self.id = id
-
-    def __eq__(self, other) -> bool:
-        return type(other) is Task and other.id == self.id and other._sim is self._sim
-
-    def __hash__(self) -> int:
-        return hash(self.id)
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return (f"Task({self.id}, job={self._sim._tjob[self.id]}, {self.capability}, "

@@ -12,8 +12,13 @@ Speed: the whole workload of an episode is known at reset, so every task's id, s
 are indexed then (``_ttimes``, ``_tkind``), and each distinct task shape gets one row of
 precomputed (variant slot, device) arrays (``_ktab``, ``_kstat``, ``_kres``). The window's
 arrays are gathers from these tables by task id; a policy-facing view of the state (masks,
-estimates) is a handful of numpy operations, whatever the queue length. The event handlers are
-the hot path of a busy cluster and are written for it (some logic inlined, noted where).
+estimates) is a handful of numpy operations, whatever the queue length. Task and job state is
+kept in one Python list per attribute, indexed by id (``_tstate``, ``_tfinish``, ...,
+``_jfinish``); the queue holds task ids. :class:`Task` and :class:`Job` are read-only views of
+these lists, created on demand (:attr:`Simulator.queue`, :attr:`Simulator.tasks`,
+:attr:`Simulator.jobs`): a busy episode creates no object per request that the cyclic garbage
+collector would have to traverse. The event handlers are the hot path of a busy cluster and
+are written for it (some logic inlined, noted where).
 """
 
 from __future__ import annotations
