@@ -35,7 +35,7 @@ def _completed(sim) -> tuple[int, np.ndarray]:
 def task_latencies(sim) -> np.ndarray:
     """Latency (finish - arrival) of each completed task, in arrival order."""
     done = _completed(sim)[1]
-    return np.array(sim._tfinish)[done] - np.array(sim._tarrival)[done]
+    return np.array(sim._tfinish)[done] - sim._ttimes[done, 0]
 
 
 def episode_metrics(sim) -> dict[str, float]:
@@ -43,7 +43,7 @@ def episode_metrics(sim) -> dict[str, float]:
     cl = sim.cluster
     n, done = _completed(sim)
     finish = np.array(sim._tfinish)[done]
-    lat = finish - np.array(sim._tarrival)[done]
+    lat = finish - sim._ttimes[done, 0]
     kind = sim._tkind[done]
     ideal = np.array(sim._kideal)[kind]
     acc = np.array(sim._tacc)[done]

@@ -183,7 +183,11 @@ class Task(_View):
                                "required) in the simulator's table of per-shape arrays.")
     deadline = _column("_tdeadline", "The job's arrival plus its SLO.")
     priority = _column("_tprio", "The job's priority.")
-    slo = _column("_tslo", "The job's SLO (relative deadline), the scale of the time features.")
+
+    @property
+    def slo(self) -> float:
+        """The job's SLO (relative deadline), the scale of the time features."""
+        return float(self._sim._ttimes[self.id, 3])
 
     @property
     def _shape(self) -> StageSpec:
@@ -206,8 +210,13 @@ class Task(_View):
 
     # Dynamic.
     state = _column("_tstate", "PENDING, QUEUED, RUNNING, DONE or DROPPED.")
-    arrival = _column("_tarrival", "Time the task entered the queue (ready), or was dropped before; task "
-                                   "latency is measured from here. For a single-stage job, the job's arrival.")
+
+    @property
+    def arrival(self) -> float:
+        """Time the task entered the queue (ready), or was dropped before; task latency is
+        measured from here (nan before). For a single-stage job, the job's arrival."""
+        return float(self._sim._ttimes[self.id, 0])
+
     ready_time = _column("_tready", "Time the task became ready (all parents done).")
     pending_parents = _column("_tpending", "Parent stages not finished yet.")
     start = _column("_tstart", "Start of the current (or last) execution.")
@@ -242,8 +251,6 @@ class Device:
     memory_used: float = 0.0
     busy_time: float = 0.0
     """Accumulated busy seconds (for utilization)."""
-    epoch: int = 0
-    """Bumped on failure so that stale completion events are ignored (lazy cancellation)."""
 
     @property
     def idle(self) -> bool:

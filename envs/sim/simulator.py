@@ -344,8 +344,8 @@ class Simulator:
         #: (N + 1,) shape row of each task; the last entry is the padding of empty window slots.
         self._tkind = np.zeros(N + 1, dtype=np.int64)
         self._tkind[:N] = self._tkind_l
-        #: (N + 1, 4) arrival (set when the task becomes ready), deadline, priority, SLO of each
-        #: task; the last row (0, 1, 0, 1) pads empty window slots.
+        #: (N + 1, 4) arrival (set when the task becomes ready or is dropped before), deadline,
+        #: priority, SLO of each task; the last row (0, 1, 0, 1) pads empty window slots.
         tt = np.empty((N + 1, 4))
         slo = np.array(cols[2], dtype=float)
         prio = np.array(cols[3], dtype=float)
@@ -370,12 +370,10 @@ class Simulator:
             self._jcount = counts
             self._jfirst = np.concatenate(([0], np.cumsum(counts)[:-1])).tolist()
             self._tjob = np.repeat(np.arange(J), counts).tolist()
-        self._tdeadline = tt[:N, 1].tolist()
-        self._tprio = tt[:N, 2].tolist()
-        self._tslo = tt[:N, 3].tolist()
+        self._tdeadline = tt[:N, 1].tolist()  # (read-only copies of columns of _ttimes, for
+        self._tprio = tt[:N, 2].tolist()  # the handlers' scalar reads)
         nan = math.nan
         self._tstate = [PENDING] * N
-        self._tarrival = tt[:N, 0].tolist()  # (nan for DAG stages until they become ready)
         self._tready = [nan] * N
         self._tstart = [nan] * N
         self._tfinish = [nan] * N
@@ -527,7 +525,6 @@ class Simulator:
                 now = self.now
                 self._tready[tid] = now
                 if not self._single:  # (else the arrival is set from reset)
-                    self._tarrival[tid] = now
                     self._ttimes[tid, 0] = now
                 self._tstate[tid] = QUEUED
                 self._arrived.append(tid)
@@ -569,7 +566,7 @@ class Simulator:
 
     def _make_ready(self, tid: int) -> None:
         now = self.now
-        self._tarrival[tid] = self._tready[tid] = now
+        self._tready[tid] = now
         if not self._single:  # (single-task jobs: filled in at reset, the job's arrival time)
             self._ttimes[tid, 0] = now
         c = self.counters
@@ -599,8 +596,7 @@ class Simulator:
 
     def _expire(self, tid: int) -> None:
         """The deadline of queued task ``tid`` passed (``drop_expired``): drop its job. Fast path
-        for the common case, a single-task job (the same bookkeeping as :meth:`_drop_job`,
-        written out: the hot path of an overloaded cluster)."""
+        for the common case, a single-task job (the same bookkeeping as :meth:`_drop_job`)."""
         j = self._tjob[tid]
         if self._jdropped[j] or self._jcount[j] != 1:
             self._drop_job(j, "expired", first=tid)
@@ -608,19 +604,8 @@ class Simulator:
         self._jdropped[j] = True
         c = self.counters
         c.jobs_dropped += 1
-        q = self.queue_ids
-        i = q.index(tid)
-        del q[i]
-        if i < self.K:
-            self._window_dirty = True
-            self.queue_version += 1
-        c.queued -= 1
-        self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
-        self._tstate[tid] = DROPPED
-        self._tfinish[tid] = self.now
-        c.dropped += 1
+        self._drop_task(tid)
         c.dropped_expired += 1
-        self.stats.drops += 1
 
     def _drop_job(self, j: int, reason: str, first: int = -1) -> None:
         """Drop every unfinished task of job ``j``; ``first`` is the task that caused it."""
@@ -637,21 +622,32 @@ class Simulator:
                 continue
             if s == RUNNING:
                 continue  # finishes, but the job already failed; counted when it finishes
-            if s == QUEUED:
-                self._remove_queued(tid)
-                c.queued -= 1
-                self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
-            else:  # PENDING or the task being made ready: it arrives as dropped
-                c.arrived += 1
-                self._arrived.append(tid)
-                if math.isnan(self._tarrival[tid]):
-                    self._tarrival[tid] = self.now
-            state[tid] = DROPPED
-            self._tfinish[tid] = self.now
-            c.dropped += 1
-            self.stats.drops += 1
+            self._drop_task(tid)
             attr = _DROP_COUNTER[reason if (tid == first or reason == "infeasible" or first < 0) else "with_job"]
             setattr(c, attr, getattr(c, attr) + 1)
+
+    def _drop_task(self, tid: int) -> None:
+        """Drop task ``tid`` now: a queued task leaves the queue; a pending one (or one being
+        made ready) arrives as dropped. The caller counts the reason."""
+        c = self.counters
+        if self._tstate[tid] == QUEUED:
+            q = self.queue_ids
+            i = q.index(tid)
+            del q[i]
+            if i < self.K:
+                self._window_dirty = True
+                self.queue_version += 1
+            c.queued -= 1
+            self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
+        else:
+            c.arrived += 1
+            self._arrived.append(tid)
+            if math.isnan(self._ttimes[tid, 0]):
+                self._ttimes[tid, 0] = self.now
+        self._tstate[tid] = DROPPED
+        self._tfinish[tid] = self.now
+        c.dropped += 1
+        self.stats.drops += 1
 
     def _on_finish(self, tid: int, attempt: int) -> None:
         if self._tstate[tid] != RUNNING or self._trequeues[tid] != attempt:
@@ -684,14 +680,6 @@ class Simulator:
         if self._jremaining[j] == 0:
             self._jfinish[j] = now
             c.jobs_completed += 1
-
-    def _remove_queued(self, tid: int) -> None:
-        q = self.queue_ids
-        i = q.index(tid)
-        del q[i]
-        if i < self.K:
-            self._window_dirty = True
-            self.queue_version += 1
 
     def _release_device(self, d: int) -> None:
         """Device d (up) finished or gave up its task and is idle now."""
@@ -743,14 +731,8 @@ class Simulator:
                 self.queue_version += 1
             j = self._tjob[tid]
             if self._jdropped[j]:  # its job already failed while it ran: nothing left to serve
-                self._remove_queued(tid)
-                c.queued -= 1
-                self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
-                self._tstate[tid] = DROPPED
-                self._tfinish[tid] = self.now
-                c.dropped += 1
+                self._drop_task(tid)
                 c.dropped_with_job += 1
-                self.stats.drops += 1
             elif self.drop_expired and self._tdeadline[tid] <= self.now:  # its expiry passed while it ran
                 self._drop_job(j, "expired", first=tid)
         dev.up = False
