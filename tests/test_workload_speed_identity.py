@@ -36,13 +36,18 @@ def _sizes(rng, cap_idx, caps, dists, n):
     return out
 
 
-def reference_request(wl: RequestWorkload, rng, ctx) -> list[JobSpec]:
+def _mix_draws(wl, rng, ctx):
+    """The first draws of a request or training workload: arrivals, capabilities, sizes."""
     n = wl.num_jobs
     arrivals = wl.arrival.times(rng, n, wl.arrival_rate(ctx))
     caps = list(wl.mix)
     p = np.array([wl.mix[c] for c in caps], dtype=float)
     cap_idx = rng.choice(len(caps), size=n, p=p / p.sum())
-    sizes = _sizes(rng, cap_idx, caps, wl.sizes, n)
+    return n, arrivals, caps, cap_idx, _sizes(rng, cap_idx, caps, wl.sizes, n)
+
+
+def reference_request(wl: RequestWorkload, rng, ctx) -> list[JobSpec]:
+    n, arrivals, caps, cap_idx, sizes = _mix_draws(wl, rng, ctx)
     prios = _choice_table(rng, wl.priorities, n)
     floor_u = rng.random(n)
     sizes2 = _sizes(rng, cap_idx, caps, wl.sizes2, n)
@@ -86,12 +91,7 @@ def reference_dag(wl: DagWorkload, rng, ctx) -> list[JobSpec]:
 
 
 def reference_training(wl: TrainingWorkload, rng, ctx) -> list[JobSpec]:
-    n = wl.num_jobs
-    arrivals = wl.arrival.times(rng, n, wl.arrival_rate(ctx))
-    caps = list(wl.mix)
-    p = np.array([wl.mix[c] for c in caps], dtype=float)
-    cap_idx = rng.choice(len(caps), size=n, p=p / p.sum())
-    sizes = _sizes(rng, cap_idx, caps, wl.sizes, n)
+    n, arrivals, caps, cap_idx, sizes = _mix_draws(wl, rng, ctx)
     ndev = _choice_table(rng, wl.devices, n).astype(int)
     prios = _choice_table(rng, wl.priorities, n)
     jobs = []
