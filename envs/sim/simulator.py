@@ -514,33 +514,11 @@ class Simulator:
         c = self.counters
         c.jobs_arrived += 1
         tid = self._jfirst[j]
-        if self._jcount[j] == 1:  # fast path: a single request
-            ideal = self._kideal[self._tkind_l[tid]]
-            deadline = self._tdeadline[tid]
-            if ideal == math.inf:
+        if self._jcount[j] == 1:  # a single request
+            if self._kideal[self._tkind_l[tid]] == math.inf:
                 self._drop_job(j, "infeasible")
-            elif c.queued >= self.queue_capacity or (self.drop_expired and deadline <= self.now):
-                self._make_ready(tid)  # (it drops the job)
-            else:  # _make_ready(tid), inlined: the hot path of a busy cluster (keep the two in step)
-                now = self.now
-                self._tready[tid] = now
-                if not self._single:  # (else the arrival is set from reset)
-                    self._ttimes[tid, 0] = now
-                self._tstate[tid] = QUEUED
-                self._arrived.append(tid)
-                c.arrived += 1
-                c.queued += 1
-                q = self.queue_ids
-                q.append(tid)
-                self._inv_ideal_sum += self._tprio[tid] / ideal
-                if len(q) <= self.K:
-                    self._window_dirty = True
-                    self.queue_version += 1
-                if self._knreq[self._tkind_l[tid]] > 1:
-                    self._has_gangs = True
-                if self.drop_expired:
-                    self._seq += 1
-                    heapq.heappush(self._events, (deadline, self._seq, EXPIRE, tid, 0))
+            else:
+                self._make_ready(tid)
             return
         stages = self._jcols[1][j]
         kideal, tkind = self._kideal, self._tkind_l
