@@ -436,9 +436,9 @@ class Simulator:
         episode is done. Returns whether it stopped because the next instant lies beyond
         ``until``.
 
-        The hot path of the simulator: the clock advance (:meth:`_advance_clock`) and the event
-        dispatch are written inline, as a method call per instant costs about 10% of a step of a
-        busy cluster (measured)."""
+        The hot path of the simulator: the clock advance (:meth:`_advance_clock`; keep the two
+        in step) and the event dispatch are written inline, as a method call per instant costs
+        3-4% of a step of a busy cluster (measured in one process, min of 8 runs)."""
         ev = self._events
         c = self.counters
         st = self.stats
