@@ -33,7 +33,9 @@ Returns ``(mask, tasks, estimates, devices, global)``; ``mask`` has K*V*D + 1 en
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -89,19 +91,35 @@ def encode_loops(now, ids, n_present, tkind, ttimes, ktab, kstat, kres, fk, busy
                  mem_used, inv_mem, dev_type, idle_by_type, resident, dev_static, E0, V, D, tau, col_prio, T, gangs,
                  g0, g1, g2, g3, g4):
     K = ids.shape[0]
+    mask = np.empty(K * V * D + 1, dtype=np.bool_)
+    tasks = np.empty((K, fk.shape[1]), dtype=np.float32)
+    est = np.empty((K, V, D), dtype=np.float32)
+    dev = np.empty_like(dev_static)
+    glob = np.empty(5, dtype=np.float32)
+    encode_into(mask, tasks, est, dev, glob, np.empty(D), np.empty(D, dtype=np.bool_),
+                now, ids, n_present, tkind, ttimes, ktab, kstat, kres, fk, busy_until, dev_up, dev_idle,
+                mem_used, inv_mem, dev_type, idle_by_type, resident, dev_static, E0, V, D, tau, col_prio, T, gangs,
+                g0, g1, g2, g3, g4)
+    return mask, tasks, est, dev, glob
+
+
+def encode_into(mask, tasks, est, dev, glob, free_at, avail,
+                now, ids, n_present, tkind, ttimes, ktab, kstat, kres, fk, busy_until, dev_up, dev_idle,
+                mem_used, inv_mem, dev_type, idle_by_type, resident, dev_static, E0, V, D, tau, col_prio, T, gangs,
+                g0, g1, g2, g3, g4):
+    """:func:`encode_loops` writing into given arrays (``free_at`` (D,) and ``avail`` (D,) are
+    scratch): no allocation, so the batched simulator calls it once per instance on rows of its
+    (B, ...) output arrays, and the single env and the batched one share one computation."""
+    K = ids.shape[0]
     VD = V * D
     F = fk.shape[1]
-    mask = np.empty(K * VD + 1, dtype=np.bool_)
     mask[K * VD] = True
-    tasks = np.empty((K, F), dtype=np.float32)
-    est = np.empty((K, V, D), dtype=np.float32)
-    dev = dev_static.copy()
-    glob = np.empty(5, dtype=np.float32)
     glob[0], glob[1], glob[2], glob[3], glob[4] = g0, g1, g2, g3, g4
-    free_at = np.empty(D)
-    avail = np.empty(D, dtype=np.bool_)
     M = resident.shape[0] // D
+    Fd = dev_static.shape[1]
     for d in range(D):
+        for j in range(Fd):
+            dev[d, j] = dev_static[d, j]
         f = busy_until[d]
         if f < now:
             f = now
@@ -146,16 +164,65 @@ def encode_loops(now, ids, n_present, tkind, ttimes, ktab, kstat, kres, fk, busy
                     x += ktab[s, E0 + VD + j]
                 x = (x + free_at[d] - arrival) * half - 1.0
                 est[k, v, d] = x if x < 1.0 else 1.0
-    return mask, tasks, est, dev, glob
+
+
+@dataclass(frozen=True)
+class ObservationScales:
+    """Scales of the observation, fixed for an env's lifetime (and shared by every instance of a
+    batched simulator) so that features mean the same in every episode: durations squash with
+    ``tau``, the median job SLO of a reference draw of the workload (seed 0); the arrival-rate
+    window holds about 20 arrivals on average; sizes saturate well above the largest drawn
+    size (``log_size``); ``max_pool`` is the largest device pool."""
+
+    tau: float
+    rate_window: float
+    log_size: float
+    max_pool: float
+
+    @classmethod
+    def of(cls, scenario) -> ObservationScales:
+        """From one reference draw of the scenario's workload (for a trace this reads the file,
+        so a malformed trace fails here)."""
+        cl = scenario.cluster
+        ref = scenario.workload.generate(np.random.default_rng(np.random.SeedSequence(0)), cl).jobs
+        if ref:
+            tau = float(np.median([j.slo for j in ref]))
+            span = max(ref[-1].arrival - ref[0].arrival, 1e-9)
+            rate_window = 20.0 * span / max(len(ref) - 1, 1)
+            biggest = max(max(st.size, st.size2) for j in ref for st in j.stages)
+        else:
+            tau = float(np.median([cl.reference_time(c) for c in cl.capabilities]))
+            rate_window, biggest = 10.0 * tau, 0.0
+        return cls(tau, rate_window, math.log1p(max(1e5, 2.0 * biggest)), float(cl.type_count.max()))
+
+
+def shape_features(ktab_rows: np.ndarray, num_caps: int, num_features: int,
+                   scales: ObservationScales) -> np.ndarray:
+    """Time-independent task features (float32, one row per task shape) of rows of a
+    simulator's shape table: present, capability one-hot, log sizes, minimum accuracy, devices
+    required (the columns between are filled in per step)."""
+    C = num_caps
+    n = len(ktab_rows)
+    fk = np.zeros((n, num_features), dtype=np.float32)
+    fk[:, 0] = 1.0
+    fk[np.arange(n), 1 + ktab_rows[:, 3].astype(np.int64)] = 1.0
+    fk[:, 1 + C] = np.minimum(np.log1p(ktab_rows[:, 0]) / scales.log_size, 1.0)
+    fk[:, 2 + C] = np.minimum(np.log1p(ktab_rows[:, 1]) / scales.log_size, 1.0)
+    fk[:, 6 + C] = ktab_rows[:, 2]
+    fk[:, 7 + C] = np.minimum(ktab_rows[:, 4] / scales.max_pool, 1.0)
+    return fk
 
 
 def _compile():
+    global encode_into
     if os.environ.get("MODELSCHED_JIT", "1") == "0":
         return encode_numpy, False
     try:
         import numba
     except ImportError:
         return encode_numpy, False
+    # The compiled loops call the compiled ``encode_into`` (a global, resolved when compiled).
+    encode_into = numba.njit(cache=True, nogil=True)(encode_into)
     return numba.njit(cache=True, nogil=True)(encode_loops), True
 
 

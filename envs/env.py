@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.encoding import ENCODE
+from envs.encoding import ENCODE, ObservationScales, shape_features
 from envs.render import render_ansi, render_gantt
 from envs.scenarios.loader import Scenario, load_scenario
 from envs.sim.metrics import episode_metrics
@@ -139,22 +139,10 @@ class SchedulingEnv(gym.Env):
             "estimates": box(self.K, self.V, self.D),
             "global": box(5),
         })
-        # Scales of the observation come from one reference draw of the workload (seed 0), fixed
-        # for the env's lifetime so that features mean the same in every episode and every env
-        # of a vector: durations squash with the median job SLO, the arrival-rate window holds
-        # about 20 arrivals on average, and sizes saturate well above the largest drawn size.
-        # (For a trace this also reads the file now, so a malformed trace fails at make().)
-        ref = sc.workload.generate(np.random.default_rng(np.random.SeedSequence(0)), cl).jobs
-        if ref:
-            self._tau = float(np.median([j.slo for j in ref]))
-            span = max(ref[-1].arrival - ref[0].arrival, 1e-9)
-            self._rate_window = 20.0 * span / max(len(ref) - 1, 1)
-            biggest = max(max(st.size, st.size2) for j in ref for st in j.stages)
-        else:
-            self._tau = float(np.median([cl.reference_time(c) for c in cl.capabilities]))
-            self._rate_window, biggest = 10.0 * self._tau, 0.0
-        self._log_size = math.log1p(max(1e5, 2.0 * biggest))
-        self._max_pool = float(cl.type_count.max())
+        # Scales of the observation (one reference draw of the workload; for a trace this also
+        # reads the file now, so a malformed trace fails at make()).
+        self.scales = ObservationScales.of(sc)
+        self._tau, self._rate_window = self.scales.tau, self.scales.rate_window
         #: Device features with the type one-hot filled in (the kernel fills in the rest).
         self._devices_obs = np.zeros((self.D, self.device_features), dtype=np.float32)
         self._devices_obs[:, :T] = np.eye(T, dtype=np.float32)[cl.dev_type]
@@ -291,15 +279,7 @@ class SchedulingEnv(gym.Env):
         hi = sim._nk
         fk = np.zeros((hi, self.task_features), dtype=np.float32)
         fk[:lo] = self._fk[:lo]
-        C = sim.cluster.num_caps
-        kt = sim._ktab[lo:hi]
-        rows = np.arange(hi - lo)
-        fk[lo:, 0] = 1.0
-        fk[lo + rows, 1 + kt[:, 3].astype(np.int64)] = 1.0
-        fk[lo:, 1 + C] = np.minimum(np.log1p(kt[:, 0]) / self._log_size, 1.0)
-        fk[lo:, 2 + C] = np.minimum(np.log1p(kt[:, 1]) / self._log_size, 1.0)
-        fk[lo:, 6 + C] = kt[:, 2]
-        fk[lo:, 7 + C] = np.minimum(kt[:, 4] / self._max_pool, 1.0)
+        fk[lo:] = shape_features(sim._ktab[lo:hi], sim.cluster.num_caps, self.task_features, self.scales)
         self._fk = fk
         self._fk_key = (sim.kinds_version, hi)
         return fk

@@ -38,21 +38,48 @@ def task_latencies(sim) -> np.ndarray:
     return np.array(sim._tfinish)[done] - sim._ttimes[done, 0]
 
 
+def _effective_busy(sim) -> list[float]:
+    """Busy seconds of each device up to now (the rest of a running execution not counted)."""
+    return [dev.busy_time - max(0.0, dev.busy_until - sim.now) if dev.task is not None else dev.busy_time
+            for dev in sim.devices]
+
+
 def episode_metrics(sim) -> dict[str, float]:
     """Metrics of the episode so far. ``sim`` is a :class:`envs.sim.simulator.Simulator`."""
-    cl = sim.cluster
-    n, done = _completed(sim)
-    finish = np.array(sim._tfinish)[done]
-    lat = finish - sim._ttimes[done, 0]
-    kind = sim._tkind[done]
-    ideal = np.array(sim._kideal)[kind]
-    acc = np.array(sim._tacc)[done]
-    on_time = finish <= np.array(sim._tdeadline)[done] + 1e-12
-    best = cl.best_accuracy[np.array(sim._kcap, dtype=np.int64)[kind]]
-    elapsed = sim.now
     c = sim.counters
-    busy = sum(dev.busy_time - max(0.0, dev.busy_until - sim.now) if dev.task is not None else dev.busy_time
-               for dev in sim.devices)
+    n_jobs = sim._next_job  # jobs 0 .. n_jobs - 1 have arrived
+    return metrics_from_arrays(
+        sim.cluster, sim.now, np.array(sim._arrived, dtype=np.int64), np.array(sim._tstate, dtype=np.int64),
+        np.array(sim._tfinish), sim._ttimes, sim._tkind, np.array(sim._kideal), np.array(sim._tacc),
+        np.array(sim._kcap, dtype=np.int64),
+        {"dropped": c.dropped, "cold_starts": c.cold_starts, "requeues": c.requeues, "evictions": c.evictions,
+         "failures": c.failures, "dropped_infeasible": c.dropped_infeasible},
+        _effective_busy(sim), sim.dev_memory_used, np.array(sim._jfinish[:n_jobs]),
+        np.array(sim._jdropped[:n_jobs], dtype=bool), np.array(sim._jfirst[:n_jobs], dtype=np.int64),
+        np.array(sim._arrivals_l[:n_jobs]))
+
+
+def metrics_from_arrays(cl, now: float, arrived: np.ndarray, tstate: np.ndarray, tfinish: np.ndarray,
+                        ttimes: np.ndarray, tkind: np.ndarray, kideal: np.ndarray, tacc: np.ndarray,
+                        kcap: np.ndarray, counts: dict[str, int], busy: list[float],
+                        dev_memory_used: np.ndarray, jfinish: np.ndarray, jdropped: np.ndarray,
+                        jfirst: np.ndarray, jarrival: np.ndarray) -> dict[str, float]:
+    """Episode metrics from a simulation's per-task, per-job and per-device arrays (the
+    reference simulator and the batched one both call this). ``arrived``: ids of the arrived
+    tasks in arrival order; ``tstate``, ``tfinish``, ``tacc``: per task; ``ttimes``, ``tkind``:
+    the per-task table; ``kideal``, ``kcap``: per task shape; ``busy``: busy seconds of each
+    device so far; the job arrays cover the jobs arrived so far."""
+    n = len(arrived)
+    done = arrived[tstate[arrived] == DONE] if n else arrived
+    finish = tfinish[done]
+    lat = finish - ttimes[done, 0]
+    kind = tkind[done]
+    ideal = kideal[kind]
+    acc = tacc[done]
+    on_time = finish <= ttimes[done, 1] + 1e-12
+    best = cl.best_accuracy[kcap[kind]]
+    elapsed = now
+    busy_total = sum(busy)
     D = cl.num_devices
     n_on_time = int(on_time.sum())
     m = {
@@ -64,37 +91,34 @@ def episode_metrics(sim) -> dict[str, float]:
         "slo_attainment": n_on_time / n if n else math.nan,
         "goodput": n_on_time / elapsed if elapsed > 0 else 0.0,
         "throughput": len(done) / elapsed if elapsed > 0 else 0.0,
-        "utilization": busy / (D * elapsed) if elapsed > 0 else 0.0,
+        "utilization": busy_total / (D * elapsed) if elapsed > 0 else 0.0,
         "mean_accuracy": float(acc.mean()) if acc.size else math.nan,
         "accuracy_loss": float((best - acc).mean()) if acc.size else math.nan,
         "effective_accuracy": float(acc[on_time].sum()) / n if n else math.nan,
-        "drops": float(c.dropped),
-        "cold_starts": float(c.cold_starts),
-        "requeues": float(c.requeues),
-        "evictions": float(c.evictions),
-        "failures": float(c.failures),
-        "infeasible": float(c.dropped_infeasible),
+        "drops": float(counts["dropped"]),
+        "cold_starts": float(counts["cold_starts"]),
+        "requeues": float(counts["requeues"]),
+        "evictions": float(counts["evictions"]),
+        "failures": float(counts["failures"]),
+        "infeasible": float(counts["dropped_infeasible"]),
         "completed": float(len(done)),
         "arrived": float(n),
         "makespan": float(finish.max()) if finish.size else 0.0,
-        "memory_utilization": float(np.mean(sim.dev_memory_used / cl.dev_memory)),
+        "memory_utilization": float(np.mean(dev_memory_used / cl.dev_memory)),
     }
     for ti, dt in enumerate(cl.device_types):
-        idx = [dev for dev in sim.devices if dev.type_index == ti]
+        idx = [d for d in range(D) if cl.dev_type[d] == ti]
         if idx and elapsed > 0:
-            b = sum(dev.busy_time - max(0.0, dev.busy_until - sim.now) if dev.task is not None else dev.busy_time
-                    for dev in idx)
-            m[f"utilization_{dt.name}"] = b / (len(idx) * elapsed)
-    n_jobs = sim._next_job  # jobs 0 .. n_jobs - 1 have arrived
+            m[f"utilization_{dt.name}"] = sum(busy[d] for d in idx) / (len(idx) * elapsed)
+    n_jobs = len(jfinish)
     if n_jobs:
-        jfinish = np.array(sim._jfinish[:n_jobs])
-        finished = ~np.array(sim._jdropped[:n_jobs], dtype=bool) & ~np.isnan(jfinish)
-        jfinish = jfinish[finished]
-        first = np.array(sim._jfirst[:n_jobs], dtype=np.int64)[finished]
-        jl = jfinish - np.array(sim._arrivals_l[:n_jobs])[finished]
+        finished = ~jdropped & ~np.isnan(jfinish)
+        jf = jfinish[finished]
+        first = jfirst[finished]
+        jl = jf - jarrival[finished]
         m["job_mean_latency"] = float(jl.mean()) if jl.size else math.nan
         m["job_p99_latency"] = _pct(jl, 99)
-        m["job_slo_attainment"] = int(np.count_nonzero(jfinish <= sim._ttimes[first, 1] + 1e-12)) / n_jobs
+        m["job_slo_attainment"] = int(np.count_nonzero(jf <= ttimes[first, 1] + 1e-12)) / n_jobs
     else:
         m["job_mean_latency"] = m["job_p99_latency"] = m["job_slo_attainment"] = math.nan
     return m
