@@ -1,10 +1,11 @@
 """B instances of one scenario stepped at once, with exactly the dynamics of the reference.
 
-Layout: the state of the batch is one :class:`State`, a namedtuple of arrays whose first axis
-is the instance (shapes written beside each field); the scenario's constants are one
-:class:`Consts`. The compiled per-instance dynamics (:mod:`envs.batched.dynamics`) read and
-write them; this module owns allocation, episode set-up (reset and autoreset), the random
-buffers, input checks and the results (rewards, accounting, metrics).
+Layout: the state of the batch is two arenas, ``F`` (B, LF) float64 and ``I`` (B, LI) int32,
+one row per instance, cut into the segments of :mod:`envs.batched.layout` (``self.v`` holds a
+named (B, ...) view of each); the scenario's constants are two flat arrays, ``cf`` and ``ci``.
+The compiled per-instance dynamics (:mod:`envs.batched.dynamics`) read and write them; this
+module owns allocation, episode set-up (reset and autoreset), the random buffers, input checks
+and the results (rewards, accounting, metrics).
 
 An episode is set up by the reference simulator itself (:class:`EpisodeCompiler`): its
 ``reset`` draws the workload from the episode's seed, indexes the tasks and their shapes and
@@ -17,83 +18,36 @@ check step by step.
 from __future__ import annotations
 
 import math
-from collections import namedtuple
 from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
 
 from envs.batched import dynamics as dyn
+from envs.batched import layout
 from envs.encoding import ObservationScales, shape_features
 from envs.scenarios.loader import Scenario
 from envs.sim.metrics import metrics_from_arrays
-from envs.sim.simulator import REASONS, Simulator
+from envs.sim.simulator import REASONS, Simulator, resident_index, shape_rows
+from envs.workloads.base import Workload
 
 BACKENDS = ("cpu",)
 
-#: Fields of the batch state: name -> (shape in terms of the capacities, dtype, fill at reset).
-#: B instances; N tasks (N1 = N + 1 with the padding row), J jobs, S task shapes, NC DAG
-#: edges, H heap entries, Q queue slots; K, V, D, M, T from the scenario; F and Fd
-#: features per task and per device; A = K*V*D + 1 actions; NB, FB random-buffer lengths.
-_FIELDS = {
-    "sf": (("B", "NSF"), np.float64),        # float scalars (dynamics.NOW, ...)
-    "si": (("B", "NSI"), np.int64),          # int scalars and counters (dynamics.C_ARRIVED, ...)
-    "dup": (("B", "D"), np.bool_),           # device up
-    "didle": (("B", "D"), np.bool_),         # device has no task (failed devices count as idle)
-    "dtask": (("B", "D"), np.int64),         # task running on the device, -1 if none
-    "dbusy": (("B", "D"), np.float64),       # busy until (== the time it last became idle)
-    "dmem": (("B", "D"), np.float64),        # memory used by resident variants (GB)
-    "dbtime": (("B", "D"), np.float64),      # accumulated busy seconds
-    "resident": (("B", "MD"), np.bool_),     # variant m resident on device d, at m * D + d
-    "lastuse": (("B", "MD"), np.float64),    # last use of a resident variant (LRU)
-    "idle_type": (("B", "T"), np.int64),     # idle, up devices per type
-    "gdev": (("B", "D"), np.int64),          # scratch: devices of a gang assignment
-    "ttimes": (("B", "N1", 4), np.float64),  # arrival, deadline, priority, SLO per task
-    "tkind": (("B", "N1"), np.int64),        # shape row per task (padding row: 0)
-    "tstate": (("B", "N"), np.int8),         # PENDING, QUEUED, RUNNING, DONE, DROPPED
-    "tjob": (("B", "N"), np.int32),          # job of each task
-    "tpend": (("B", "N"), np.int32),         # unfinished parent stages
-    "treq": (("B", "N"), np.int32),          # requeues (the attempt number of FINISH events)
-    "tready": (("B", "N"), np.float64),      # time the task became ready
-    "tfin": (("B", "N"), np.float64),        # completion or drop time
-    "tacc": (("B", "N"), np.float64),        # accuracy of the serving variant
-    "tvar": (("B", "N"), np.int32),          # serving variant (-1: none)
-    "cptr": (("B", "N1"), np.int32),         # children of task t: cidx[cptr[t]:cptr[t + 1]]
-    "cidx": (("B", "NC"), np.int32),
-    "jarr": (("B", "J"), np.float64),        # job arrival
-    "jfirst": (("B", "J"), np.int32),        # first task id of each job
-    "jcount": (("B", "J"), np.int32),        # tasks (stages) of each job
-    "jrem": (("B", "J"), np.int32),          # tasks not finished yet
-    "jdrop": (("B", "J"), np.bool_),         # some task was dropped (the job failed)
-    "jfin": (("B", "J"), np.float64),        # time the last task finished
-    "queue": (("B", "Q"), np.int32),         # ready task ids in queue order
-    "arrived": (("B", "N"), np.int32),       # task ids in arrival order
-    "ht": (("B", "H"), np.float64),          # event heap: time,
-    "hseq": (("B", "H"), np.int64),          # sequence number,
-    "hkind": (("B", "H"), np.int8),          # kind, payload (task or device), extra (attempt)
-    "hpay": (("B", "H"), np.int32),
-    "hext": (("B", "H"), np.int32),
-    "ktab": (("B", "S", "KT"), np.float64),  # per shape: size, size2, min acc, cap, n | exec | load
-    "kstat": (("B", "S", "VD"), np.bool_),   # the pair can ever serve the shape
-    "kres": (("B", "S", "VD"), np.int64),    # index into resident of each pair
-    "kdev": (("B", "S", "D"), np.bool_),     # some variant slot can serve the shape on the device
-    "kideal": (("B", "S"), np.float64),      # ideal service time of the shape
-    "fk": (("B", "S", "F"), np.float32),     # time-independent task features of the shape
-    "noise": (("B", "NB"), np.float64),      # service-noise normals, consumed in order
-    "fexp": (("B", "FB"), np.float64),       # failure-stream standard exponentials
-    "mask": (("B", "A"), np.bool_),          # outputs: action mask,
-    "otasks": (("B", "K", "F"), np.float32),  # observation "tasks",
-    "odev": (("B", "D", "Fd"), np.float32),   # "devices",
-    "oest": (("B", "K", "V", "D"), np.float32),  # "estimates",
-    "oglob": (("B", 5), np.float32),          # "global"
-    "ids": (("B", "K"), np.int64),           # scratch: window task ids
-    "free_at": (("B", "D"), np.float64),     # scratch of the encoding
-    "avail": (("B", "D"), np.bool_),
+#: Output arrays (the observation, the mask) and the float32 shape features, apart from the
+#: arenas: name -> (shape, dtype).
+_OUTPUTS = {
+    "mask": (("B", "A"), np.bool_),
+    "otasks": (("B", "K", "F"), np.float32),
+    "odev": (("B", "D", "Fd"), np.float32),
+    "oest": (("B", "K", "V", "D"), np.float32),
+    "oglob": (("B", 5), np.float32),
+    "fk": (("B", "S", "F"), np.float32),  # time-independent task features of each shape
 }
-State = namedtuple("State", list(_FIELDS))
-Consts = namedtuple("Consts", ["cf", "ci", "slot_variant", "slot_runs", "slot_acc", "slot_max_size", "var_acc",
-                               "best_acc", "load_time", "var_mem", "dev_mem", "dev_type", "gang_pref", "mtbf",
-                               "mttr", "inv_mem", "dev_static"])
+
+
+class Views:
+    """Named (B, ...) numpy views of the arenas' segments and the output arrays (for the
+    Python side: loading episodes, reading results; the compiled code uses offsets)."""
 
 
 @dataclass
@@ -141,8 +95,16 @@ class EpisodeCompiler:
                              noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures)
         self.scales = scales
         self.task_features = task_features
+        #: The workload gives its episodes as columns (single-stage requests).
+        self._columns = type(sc.workload).generate_columns is not Workload.generate_columns
 
     def compile(self, seed_seq: np.random.SeedSequence) -> Episode:
+        """The episode ``Simulator.reset(seed_seq)`` would start."""
+        if self._columns:
+            return self._compile_columns(seed_seq)
+        return self._compile_reference(seed_seq)
+
+    def _compile_reference(self, seed_seq: np.random.SeedSequence) -> Episode:
         sim = self.sim
         cl = sim.cluster
         if hasattr(sim, "_kinds"):
@@ -167,19 +129,89 @@ class EpisodeCompiler:
             cidx = np.array([c for lst in children for c in lst], dtype=np.int32)
         ktab = sim._ktab[:nk].copy()
         kstat = sim._kstat[:nk].copy()
-        fk = np.zeros((nk, self.task_features), dtype=np.float32)
-        fk[1:] = shape_features(ktab[1:], cl.num_caps, self.task_features, self.scales)
-        last = sim._last_arrival
         return Episode(
             ttimes=sim._ttimes.copy(), tkind=sim._tkind.copy(), tjob=np.array(sim._tjob, dtype=np.int32),
             tpend=tpend, cptr=cptr, cidx=cidx, jarr=np.array(sim._arrivals_l, dtype=float),
             jfirst=np.array(sim._jfirst, dtype=np.int32), jcount=np.array(sim._jcount, dtype=np.int32),
             ktab=ktab, kstat=kstat, kres=sim._kres[:nk].copy(),
             kdev=kstat.reshape(nk, cl.num_slots, cl.num_devices).any(axis=1), kideal=np.array(sim._kideal),
-            fk=fk, events=sorted(sim._events), seq=sim._seq, single=sim._single,
-            span=sim.horizon if math.isfinite(sim.horizon) else max(last, 1e-9),
-            mean_rate=J / max(last, 1e-9) if J else 1.0,
-            rng_noise=sim.rng_noise, rng_fail=sim.rng_fail, counters=dict(sim.counters.extra))
+            fk=self._features(ktab), events=sorted(sim._events), seq=sim._seq, single=sim._single,
+            **self._rates(sim._last_arrival, J), rng_noise=sim.rng_noise, rng_fail=sim.rng_fail,
+            counters=dict(sim.counters.extra))
+
+    def _compile_columns(self, seed_seq: np.random.SeedSequence) -> Episode:
+        """The same episode from the workload's columns (single-stage requests): the reference's
+        seeding, draws, task table and shape rows (:func:`shape_rows`), without job tuples."""
+        sim = self.sim
+        cl = sim.cluster
+        wl_ss, noise_ss, fail_ss = seed_seq.spawn(3)
+        c = sim.workload.generate_columns(np.random.default_rng(wl_ss), cl)
+        arrival = np.asarray(c.arrival, dtype=float)
+        J = len(arrival)
+        if J == 0 or not (np.all(np.isfinite(arrival)) and arrival[0] >= 0 and np.all(np.diff(arrival) >= 0)):
+            # The reference's own path, from the same seed, for its checks and error messages.
+            again = np.random.SeedSequence(seed_seq.entropy, spawn_key=seed_seq.spawn_key,
+                                           pool_size=seed_seq.pool_size,
+                                           n_children_spawned=seed_seq.n_children_spawned - 3)
+            return self._compile_reference(again)
+        caps = []
+        for name in c.capability:
+            k = cl.cap_index.get(name)
+            if k is None:
+                raise ValueError(f"job from workload needs capability '{name}' that no variant of the "
+                                 f"scenario provides")
+            caps.append(k)
+        cap = np.array(caps, dtype=np.int64)
+        G = len(cap)
+        V, D = cl.num_slots, cl.num_devices
+        VD = V * D
+        size, size2 = np.asarray(c.size, dtype=float), np.asarray(c.size2, dtype=float)
+        min_acc, n = np.asarray(c.min_accuracy, dtype=float), np.asarray(c.devices_required, dtype=np.int64)
+        exec_t, static, ideal = shape_rows(cl, cap, size, size2, min_acc, n)
+        ktab = np.zeros((G + 1, 5 + 2 * VD))
+        ktab[0, 4] = 1.0  # row 0: the empty shape of padding window slots, never runs
+        ktab[0, 5:5 + VD] = math.inf
+        ktab[1:, 0], ktab[1:, 1], ktab[1:, 2], ktab[1:, 3], ktab[1:, 4] = size, size2, min_acc, cap, n
+        ktab[1:, 5:5 + VD] = exec_t.reshape(G, -1)
+        ktab[1:, 5 + VD:] = cl.slot_load[cap].reshape(G, -1)
+        kstat = np.zeros((G + 1, VD), dtype=bool)
+        kstat[1:] = static.reshape(G, -1)
+        kres = np.zeros((G + 1, VD), dtype=np.int64)
+        kres[1:] = resident_index(cl, cap)
+        tkind = np.zeros(J + 1, dtype=np.int64)
+        tkind[:J] = 1 + (c.group if c.group is not None else np.arange(J))
+        slo = np.asarray(c.slo, dtype=float)
+        ttimes = np.empty((J + 1, 4))
+        ttimes[:J, 0], ttimes[:J, 1], ttimes[:J, 2], ttimes[:J, 3] = arrival, arrival + slo, c.priority, slo
+        ttimes[J] = (0.0, 1.0, 0.0, 1.0)
+        rng_fail = np.random.default_rng(fail_ss)
+        events, seq = [], 0
+        if sim.failures_enabled:  # Simulator.reset schedules each device's first failure, in order
+            for d in range(D):
+                mtbf = cl.device_types[cl.dev_type[d]].mtbf_s
+                if math.isfinite(mtbf):
+                    seq += 1
+                    events.append((0.0 + rng_fail.exponential(mtbf), seq, 3, d, 0))
+        ids = np.arange(J, dtype=np.int32)
+        return Episode(
+            ttimes=ttimes, tkind=tkind, tjob=ids, tpend=np.zeros(J, dtype=np.int32),
+            cptr=np.zeros(J + 1, dtype=np.int32), cidx=np.zeros(0, dtype=np.int32), jarr=arrival,
+            jfirst=ids, jcount=np.ones(J, dtype=np.int32), ktab=ktab, kstat=kstat, kres=kres,
+            kdev=kstat.reshape(G + 1, V, D).any(axis=1), kideal=np.concatenate(([math.inf], ideal)),
+            fk=self._features(ktab), events=sorted(events), seq=seq, single=True,
+            **self._rates(float(arrival[-1]), J), rng_noise=np.random.default_rng(noise_ss), rng_fail=rng_fail,
+            counters=dict(c.counters))
+
+    def _features(self, ktab: np.ndarray) -> np.ndarray:
+        fk = np.zeros((len(ktab), self.task_features), dtype=np.float32)  # row 0 (padding): zeros
+        fk[1:] = shape_features(ktab[1:], self.sim.cluster.num_caps, self.task_features, self.scales)
+        return fk
+
+    def _rates(self, last_arrival: float, n_jobs: int) -> dict[str, float]:
+        """SchedulingEnv.reset's span (of the time feature) and mean arrival rate."""
+        h = self.sim.horizon
+        return {"span": h if math.isfinite(h) else max(last_arrival, 1e-9),
+                "mean_rate": n_jobs / max(last_arrival, 1e-9) if n_jobs else 1.0}
 
 
 def _gang_preference(cl) -> np.ndarray:
@@ -241,19 +273,24 @@ class BatchedSimulator:
             dyn.CF_PENALTY, dyn.CF_TAU, dyn.CF_RATE_WINDOW]] = (
             noise_sigma, sc.horizon, w.latency, w.slo, w.drop, w.accuracy, w.utilization, float(invalid_penalty),
             self.scales.tau, self.scales.rate_window)
-        ci = np.zeros(11, dtype=np.int64)
+        ci = np.zeros(dyn.CO_SLOT_ACC, dtype=np.int64)
         ci[[dyn.CI_K, dyn.CI_V, dyn.CI_D, dyn.CI_M, dyn.CI_T, dyn.CI_QCAP, dyn.CI_DROP_EXPIRED, dyn.CI_FAILURES,
             dyn.CI_PENALIZE, dyn.CI_COL_PRIO, dyn.CI_E0]] = (
             K, V, D, M, T, sc.queue_capacity, sc.drop_expired, sim.failures_enabled,
             invalid_action == "penalize", 3 + C, 5)
-        self.consts = Consts(
-            cf=cf, ci=ci, slot_variant=cl.slot_variant.astype(np.int64), slot_runs=cl.slot_runs.copy(),
-            slot_acc=cl.slot_accuracy.astype(float), slot_max_size=cl.slot_max_size.astype(float),
-            var_acc=cl.var_accuracy.astype(float), best_acc=cl.best_accuracy.astype(float),
-            load_time=cl.load_time.astype(float), var_mem=cl.var_memory.astype(float),
-            dev_mem=cl.dev_memory.astype(float), dev_type=cl.dev_type.astype(np.int64),
-            gang_pref=_gang_preference(cl), mtbf=mtbf, mttr=mttr, inv_mem=1.0 / cl.dev_memory,
-            dev_static=dev_static)
+        f_tables = [cl.slot_accuracy, cl.slot_max_size, cl.var_accuracy, cl.best_accuracy, cl.load_time,
+                    cl.var_memory, cl.dev_memory, mtbf, mttr, 1.0 / cl.dev_memory]
+        i_tables = [cl.slot_variant, cl.slot_runs, cl.dev_type, _gang_preference(cl)]
+        ci = np.concatenate([ci, np.zeros(dyn.NCI - len(ci), dtype=np.int64)])
+        off = dyn.NCF
+        for col, t in zip(range(dyn.CO_SLOT_ACC, dyn.CO_INV_MEM + 1), f_tables):
+            ci[col], off = off, off + t.size
+        off = dyn.NCI
+        for col, t in zip(range(dyn.CO_SLOT_VAR, dyn.CO_GANG + 1), i_tables):
+            ci[col], off = off, off + t.size
+        self.cf = np.concatenate([cf] + [np.asarray(t, dtype=float).ravel() for t in f_tables])
+        self.ci = np.concatenate([ci] + [np.asarray(t).astype(np.int64).ravel() for t in i_tables])
+        self.dev_static = dev_static
         self.invalid_action = invalid_action
         self._uses_noise, self._uses_failures = noise_sigma > 0, sim.failures_enabled
         self._noise_block = 1024 if self._uses_noise else 1
@@ -262,7 +299,10 @@ class BatchedSimulator:
                       "VD": V * D, "KT": 5 + 2 * V * D, "F": self.task_features, "Fd": self.device_features,
                       "A": self.n_actions, "NB": self._noise_block, "FB": self._fail_block,
                       "N": 0, "N1": 1, "J": 0, "S": 0, "NC": 0, "H": 0, "Q": 0}
-        self.state: State | None = None
+        self.F: np.ndarray | None = None  # (B, LF) float64 arena
+        self.I: np.ndarray | None = None  # (B, LI) int32 arena
+        self.L = np.zeros(layout.NL, dtype=np.int64)
+        self.v = Views()
         self._roots: list[np.random.SeedSequence | None] = [None] * B
         self._rng_noise: list = [None] * B
         self._rng_fail: list = [None] * B
@@ -272,34 +312,47 @@ class BatchedSimulator:
 
     # ------------------------------------------------------------------ state
     def _allocate(self, need: dict[str, int]) -> None:
-        """(Re)allocate the state for at least ``need`` tasks, jobs, shapes and edges, keeping
-        the instances already there."""
+        """(Re)allocate the arenas for at least ``need`` tasks, jobs, shapes and edges, keeping
+        the instances already there (segment by segment)."""
         dims = self._dims
         grow = {k: v for k, v in need.items() if v > dims[k]}
-        if self.state is not None and not grow:
+        if self.F is not None and not grow:
             return
         new = dict(dims)
         for k, v in grow.items():
-            new[k] = max(v, int(dims[k] * 1.25) + 1) if self.state is not None else v
+            new[k] = max(v, int(dims[k] * 1.25) + 1) if self.F is not None else v
         new["N1"] = new["N"] + 1
-        qcap = self.scenario.queue_capacity
-        new["Q"] = min(qcap, new["N"]) + self.D + 1  # requeues after failures may overfill
+        new["Q"] = min(self.scenario.queue_capacity, new["N"]) + self.D + 1  # requeues may overfill
         new["H"] = new["N"] + 4 * self.D + 8  # expiries (live and stale), finishes, failures
-        arrays = {}
-        for name, (shape, dtype) in _FIELDS.items():
-            shp = tuple(new[s] if isinstance(s, str) else s for s in shape)
-            a = np.zeros(shp, dtype=dtype)
-            if self.state is not None:
-                old = getattr(self.state, name)
-                a[tuple(slice(0, n) for n in old.shape)] = old
-            arrays[name] = a
-        self._dims = new
-        self.state = State(**arrays)
+        B = self.num_envs
+        old_views = self.v if self.F is not None else None
+        fsegs = layout.segment_sizes(layout.F_SEGMENTS, new)
+        isegs = layout.segment_sizes(layout.I_SEGMENTS, new)
+        LF = fsegs[-1][2] + int(np.prod(fsegs[-1][1]))
+        LI = isegs[-1][2] + int(np.prod(isegs[-1][1]))
+        F = np.zeros((B, LF), dtype=np.float64)
+        I = np.zeros((B, LI), dtype=np.int32)
+        L = np.zeros(layout.NL, dtype=np.int64)
+        for j, name in enumerate(layout.DIMS):
+            L[layout.LD_N + j] = new[name]
+        v = Views()
+        for base, arena, segs in ((layout.LF_SF, F, fsegs), (layout.LI_SI, I, isegs)):
+            for j, (name, shp, off) in enumerate(segs):
+                L[base + j] = off
+                size = int(np.prod(shp))
+                setattr(v, name, arena[:, off:off + size].reshape((B,) + shp))
+        for name, (shape, dtype) in _OUTPUTS.items():
+            setattr(v, name, np.zeros(tuple(new[x] if isinstance(x, str) else x for x in shape), dtype=dtype))
+        if old_views is not None:
+            for name in [n for n, _ in layout.F_SEGMENTS + layout.I_SEGMENTS] + list(_OUTPUTS):
+                old = getattr(old_views, name)
+                getattr(v, name)[tuple(slice(0, n) for n in old.shape)] = old
+        self._dims, self.F, self.I, self.L, self.v = new, F, I, L, v
 
     def _load(self, b: int, ep: Episode) -> None:
         """Write episode ``ep`` into instance b (its phase: PH_RESET, run by the next kernel
         call to its first decision)."""
-        S = self.state
+        S = self.v
         n, J, nk, ne = len(ep.tjob), len(ep.jarr), len(ep.ktab), len(ep.cidx)
         S.ttimes[b, :n + 1] = ep.ttimes
         S.tkind[b, :n + 1] = ep.tkind
@@ -317,7 +370,7 @@ class BatchedSimulator:
         S.jfirst[b, :J] = ep.jfirst
         S.jcount[b, :J] = ep.jcount
         S.jrem[b, :J] = ep.jcount
-        S.jdrop[b, :J] = False
+        S.jdrop[b, :J] = 0
         S.jfin[b, :J] = np.nan
         S.ktab[b, :nk] = ep.ktab
         S.kstat[b, :nk] = ep.kstat
@@ -325,13 +378,13 @@ class BatchedSimulator:
         S.kdev[b, :nk] = ep.kdev
         S.kideal[b, :nk] = ep.kideal
         S.fk[b, :nk] = ep.fk
-        S.dup[b] = True
-        S.didle[b] = True
+        S.dup[b] = 1
+        S.didle[b] = 1
         S.dtask[b] = -1
         S.dbusy[b] = 0.0
         S.dmem[b] = 0.0
         S.dbtime[b] = 0.0
-        S.resident[b] = False
+        S.resident[b] = 0
         S.lastuse[b] = 0.0
         S.idle_type[b] = self.cluster.type_count
         ev = ep.events
@@ -356,7 +409,7 @@ class BatchedSimulator:
     def _refill(self, idx: np.ndarray) -> None:
         """Top up the random buffers of instances ``idx``: unconsumed draws move to the front
         and the streams continue where they stopped (the same sequence as the reference's)."""
-        S = self.state
+        S = self.v
         for b in idx.tolist():
             si = S.si[b]
             for used, buf, pos, ln, rngs, draw in (
@@ -401,7 +454,7 @@ class BatchedSimulator:
 
     def reset_done(self) -> np.ndarray:
         """Start the next episode in the instances whose episode ended; returns their indices."""
-        idx = np.flatnonzero(self.state.si[:, dyn.EP_DONE]).astype(np.int64)
+        idx = np.flatnonzero(self.v.si[:, dyn.EP_DONE]).astype(np.int64)
         if len(idx):
             self._start(idx)
         return idx
@@ -436,13 +489,13 @@ class BatchedSimulator:
         if out.any():
             b = int(np.argmax(out))
             raise ValueError(f"instance {b}: action {int(a[b])} is outside Discrete({self.n_actions})")
-        ended = self.state.si[:, dyn.EP_DONE] != 0
+        ended = self.v.si[:, dyn.EP_DONE] != 0
         if ended.any():
             b = int(np.argmax(ended))
             raise RuntimeError(f"instance {b}: step() called after its episode ended: reset it first "
                                f"(reset_done())")
         if self.invalid_action == "raise":
-            dyn.check_actions(self.state, self.consts, a, self._reason)
+            dyn.check_actions(self.F, self.I, self.L, self.cf, self.ci, a, self._reason)
             bad = self._reason != dyn.VALID
             if bad.any():
                 b = int(np.argmax(bad))
@@ -457,17 +510,18 @@ class BatchedSimulator:
         must be in a running episode). Results: :attr:`rewards`, :attr:`terminated`,
         :attr:`truncated` and the observation arrays."""
         a = self.check_actions(actions)
-        self.state.si[:, dyn.ACTION] = a
+        self.v.si[:, dyn.ACTION] = a
         self._run_kernel(self._all)
 
     def _run_kernel(self, idx: np.ndarray) -> None:
-        S, si = self.state, self.state.si
+        S, si = self.v, self.v.si
         if self._uses_noise:  # an assignment takes one service-noise draw
             low = idx[si[idx, dyn.NOISE_POS] >= si[idx, dyn.NOISE_LEN]]
             if len(low):
                 self._refill(low)
         while len(idx):
-            dyn.step_batch(S, self.consts, idx)
+            dyn.step_batch(self.F, self.I, self.L, self.cf, self.ci, S.fk, self.dev_static, S.mask, S.otasks,
+                           S.oest, S.odev, S.oglob, idx)
             status = si[idx, dyn.STATUS]
             if np.any(status > dyn.NEED_DRAWS):
                 b = int(idx[np.argmax(status > dyn.NEED_DRAWS)])
@@ -480,39 +534,39 @@ class BatchedSimulator:
     # ------------------------------------------------------------------ results
     @property
     def rewards(self) -> np.ndarray:
-        return self.state.sf[:, dyn.REWARD].copy()
+        return self.v.sf[:, dyn.REWARD].copy()
 
     @property
     def terminated(self) -> np.ndarray:
-        return self.state.si[:, dyn.TERM] != 0
+        return self.v.si[:, dyn.TERM] != 0
 
     @property
     def truncated(self) -> np.ndarray:
-        return self.state.si[:, dyn.TRUNC] != 0
+        return self.v.si[:, dyn.TRUNC] != 0
 
     @property
     def now(self) -> np.ndarray:
-        return self.state.sf[:, dyn.NOW].copy()
+        return self.v.sf[:, dyn.NOW].copy()
 
     def action_masks(self) -> np.ndarray:
         """(B, K*V*D + 1) exact masks of the current decisions (a copy)."""
-        return self.state.mask.copy()
+        return self.v.mask.copy()
 
     def observations(self) -> dict[str, np.ndarray]:
         """The observation of every instance, as ``SchedulingEnv`` lays it out (copies)."""
-        S = self.state
+        S = self.v
         return {"tasks": S.otasks.copy(), "devices": S.odev.copy(), "estimates": S.oest.copy(),
                 "global": S.oglob.copy()}
 
     def reward_terms(self) -> dict[str, np.ndarray]:
-        sf = self.state.sf
+        sf = self.v.sf
         return {name: sf[:, col].copy() for name, col in (
             ("latency", dyn.R_LAT), ("slo", dyn.R_SLO), ("drop", dyn.R_DROP), ("accuracy", dyn.R_ACC),
             ("utilization", dyn.R_UTIL), ("invalid", dyn.R_INV))}
 
     def accounting(self) -> dict[str, np.ndarray]:
         """The keys of ``info["accounting"]`` of ``SchedulingEnv``, one (B,) array each."""
-        si = self.state.si
+        si = self.v.si
         out = {name: si[:, col].copy() for name, col in (
             ("arrived", dyn.C_ARRIVED), ("completed", dyn.C_COMPLETED), ("dropped", dyn.C_DROPPED),
             ("queued", dyn.C_QUEUED), ("running", dyn.C_RUNNING), ("jobs_arrived", dyn.C_JARRIVED),
@@ -525,7 +579,7 @@ class BatchedSimulator:
 
     def episode_metrics(self, b: int) -> dict[str, float]:
         """``info["metrics"]`` of instance b's episode so far (the reference's function)."""
-        S = self.state
+        S = self.v
         si, now = S.si[b], float(S.sf[b, dyn.NOW])
         n, nj = int(si[dyn.N_TASKS]), int(si[dyn.NEXT_JOB])
         nk = S.kideal.shape[1]  # (rows past this episode's shapes are never indexed)
@@ -538,9 +592,10 @@ class BatchedSimulator:
             {"dropped": int(si[dyn.C_DROPPED]), "cold_starts": int(si[dyn.C_COLD]),
              "requeues": int(si[dyn.C_REQUEUES]), "evictions": int(si[dyn.C_EVICT]),
              "failures": int(si[dyn.C_FAILURES]), "dropped_infeasible": int(si[dyn.C_DINFEASIBLE])},
-            busy, S.dmem[b].copy(), S.jfin[b, :nj], S.jdrop[b, :nj], S.jfirst[b, :nj].astype(np.int64),
+            busy, S.dmem[b].copy(), S.jfin[b, :nj], S.jdrop[b, :nj].astype(bool), S.jfirst[b, :nj].astype(np.int64),
             S.jarr[b, :nj])
 
     def state_bytes_per_instance(self) -> int:
         """Bytes of batch state per instance (every array, outputs and scratch included)."""
-        return sum(a.nbytes for a in self.state) // self.num_envs
+        arrays = [self.F, self.I] + [getattr(self.v, name) for name in _OUTPUTS]
+        return sum(a.nbytes for a in arrays) // self.num_envs

@@ -68,6 +68,32 @@ REASONS = {
 }
 
 
+def shape_rows(cl: Cluster, cap: np.ndarray, size: np.ndarray, size2: np.ndarray, min_acc: np.ndarray,
+               n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per task shape (capability index, sizes, accuracy floor, devices required; m shapes):
+    the noise-free execution time of each (variant slot, device), ``inf`` where the pair can
+    never serve the shape, (m, V, D); whether it can, (m, V, D); the ideal service time, (m,)."""
+    m = len(cap)
+    static = cl.slot_runs[cap] & (cl.slot_accuracy[cap] >= min_acc[:, None])[:, :, None] \
+        & (cl.slot_max_size[cap] >= (size + size2)[:, None])[:, :, None]  # (m, V, D)
+    # Pools with fewer devices of the type than a multi-device task needs can never run it.
+    static &= (cl.type_count[cl.dev_type][None, :] >= n[:, None])[:, None, :]
+    exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size[:, None, None] + cl.slot_gamma[cap] * size2[:, None, None]
+    exec_t /= (1.0 + (n[:, None] - 1) * cl.slot_scaling[cap])[:, :, None]  # exactly 1 for n = 1
+    exec_t = np.where(static, exec_t, np.inf)
+    VD = cl.num_slots * cl.num_devices
+    ideal = exec_t.reshape(m, -1).min(axis=1) if VD else np.full(m, np.inf)
+    return exec_t, static, ideal
+
+
+def resident_index(cl: Cluster, cap: np.ndarray) -> np.ndarray:
+    """(m, V * D) flat index ``variant * D + device`` into the residency table of each
+    (variant slot, device) of shapes of capabilities ``cap``."""
+    D = cl.num_devices
+    sv = np.maximum(cl.slot_variant[cap], 0)  # (m, V)
+    return (sv[:, :, None] * D + np.arange(D)).reshape(len(cap), -1)
+
+
 @dataclass
 class IntervalStats:
     """What happened during the simulated interval one decision step covers (for rewards)."""
@@ -273,7 +299,6 @@ class Simulator:
     def _add_kinds(self, shapes: list[StageSpec], sources: list[str]) -> None:
         """Compute the table rows of new task shapes, vectorised over the shapes."""
         cl = self.cluster
-        V, D = cl.num_slots, cl.num_devices
         caps = []
         for st, src in zip(shapes, sources):
             c = cl.cap_index.get(st.capability)
@@ -287,14 +312,7 @@ class Simulator:
         size2 = np.array([st.size2 for st in shapes], dtype=float)
         min_acc = np.array([st.min_accuracy for st in shapes], dtype=float)
         n = np.array([st.devices_required for st in shapes], dtype=np.int64)
-        static = cl.slot_runs[cap] & (cl.slot_accuracy[cap] >= min_acc[:, None])[:, :, None] \
-            & (cl.slot_max_size[cap] >= (size + size2)[:, None])[:, :, None]  # (m, V, D)
-        # Pools with fewer devices of the type than a multi-device task needs can never run it.
-        static &= (cl.type_count[cl.dev_type][None, :] >= n[:, None])[:, None, :]
-        exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size[:, None, None] + cl.slot_gamma[cap] * size2[:, None, None]
-        exec_t /= (1.0 + (n[:, None] - 1) * cl.slot_scaling[cap])[:, :, None]  # exactly 1 for n = 1
-        exec_t = np.where(static, exec_t, np.inf)
-        ideal = exec_t.reshape(m, -1).min(axis=1) if V * D else np.full(m, np.inf)
+        exec_t, static, ideal = shape_rows(cl, cap, size, size2, min_acc, n)
         lo, hi = self._nk, self._nk + m
         if hi > len(self._ktab):
             new_cap = max(hi, 2 * len(self._ktab))
@@ -308,8 +326,7 @@ class Simulator:
         kt[lo:hi, self._E0:self._L0] = exec_t.reshape(m, -1)
         kt[lo:hi, self._L0:] = cl.slot_load[cap].reshape(m, -1)
         self._kstat[lo:hi] = static.reshape(m, -1)
-        sv = np.maximum(cl.slot_variant[cap], 0)  # (m, V)
-        self._kres[lo:hi] = (sv[:, :, None] * D + np.arange(D)).reshape(m, -1)
+        self._kres[lo:hi] = resident_index(cl, cap)
         self._kdevbits += [sum(1 << d for d, ok in enumerate(row) if ok) for row in static.any(axis=1).tolist()]
         self._kcap += caps
         self._kideal += ideal.tolist()

@@ -45,12 +45,38 @@ class GeneratedWorkload:
     """Counts reported in ``info`` (e.g. ``bad_rows_skipped``)."""
 
 
+@dataclass
+class RequestColumns:
+    """A workload of single-stage requests as columns (J jobs, G distinct stage shapes): what
+    :meth:`Workload.generate` would return, before it is built into :class:`JobSpec` tuples.
+    Job j arrives at ``arrival[j]`` with the stage ``(capability[g], size[g], size2[g],
+    devices_required[g], min_accuracy[g])`` of its group ``g = group[j]`` (``group`` None: job
+    j has stage shape j), SLO ``slo[j]`` and priority ``priority[j]``."""
+
+    arrival: np.ndarray          # (J,) sorted
+    group: np.ndarray | None     # (J,) int: the stage shape of each job
+    capability: list[str]        # (G,)
+    size: np.ndarray             # (G,)
+    size2: np.ndarray            # (G,)
+    devices_required: np.ndarray  # (G,) int
+    min_accuracy: np.ndarray     # (G,)
+    slo: np.ndarray              # (J,)
+    priority: np.ndarray         # (J,)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
 class Workload(ABC):
     """Base class of workloads. Subclasses hold configuration only; all randomness comes from
     the ``rng`` passed to :meth:`generate`."""
 
     @abstractmethod
     def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload: ...
+
+    def generate_columns(self, rng: np.random.Generator, ctx: WorkloadContext) -> RequestColumns | None:
+        """The same episode as :meth:`generate` (same draws from ``rng``) as columns, for
+        workloads of single-stage requests that can give them (the batched simulator sets up
+        episodes from them without building job tuples); None where the workload cannot."""
+        return None
 
     def __getstate__(self) -> dict:
         """Pickles and copies hold the configuration, not the values cached for a context (the

@@ -34,7 +34,13 @@ from envs.workloads.assembly import (
     single_stages,
     spread,
 )
-from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext, arrival_rate_for_load
+from envs.workloads.base import (
+    GeneratedWorkload,
+    RequestColumns,
+    Workload,
+    WorkloadContext,
+    arrival_rate_for_load,
+)
 from envs.workloads.distributions import (
     LognormalSize,
     Size,
@@ -100,6 +106,14 @@ class RequestWorkload(Workload):
         return self.arrival.interarrivals(rng, self.num_jobs, rate)
 
     def generate(self, rng: np.random.Generator, ctx: WorkloadContext) -> GeneratedWorkload:
+        c = self.generate_columns(rng, ctx)
+        # Stages (capability, size, size2, (), 1, floor), one 1-tuple per group.
+        stages = single_stages(c.capability, c.size.tolist(), c.size2.tolist(), repeat(1),
+                               c.min_accuracy.tolist())
+        stages = spread(stages, c.group)
+        return GeneratedWorkload(make_jobs(c.arrival.tolist(), stages, c.slo.tolist(), c.priority.tolist()))
+
+    def generate_columns(self, rng: np.random.Generator, ctx: WorkloadContext) -> RequestColumns:
         n = self.num_jobs
         rate = self.arrival_rate(ctx)
         arrivals = self.arrival.times(rng, n, rate)
@@ -138,16 +152,15 @@ class RequestWorkload(Workload):
         # there are many (e.g. the distinct token counts of LLM requests), else cached.
         refs = ContextCache.of(self, ctx).reference_times_of(caps, cap_of_key, sizes, sizes2)
         slos = self.slo_multiplier * refs
-        # Stages (capability, size, size2, (), 1, floor), one 1-tuple per group.
         if has_floors:
-            floor_of_key = object_array([v for fv in floor_values for v in (0.0, fv)])[key].tolist()
+            floor_of_key = np.array([v for fv in floor_values for v in (0.0, fv)])[key]
         else:
-            floor_of_key = repeat(0.0)
-        stages = single_stages(object_array(caps)[cap_of_key].tolist(), sizes.tolist(), sizes2.tolist(), repeat(1),
-                               floor_of_key)
-        if inv is not None:
-            stages, slos = spread(stages, inv), slos[inv]
-        return GeneratedWorkload(make_jobs(arrivals.tolist(), stages, slos.tolist(), prios.tolist()))
+            floor_of_key = np.zeros(len(key))
+        return RequestColumns(
+            arrival=arrivals, group=inv,
+            capability=object_array(caps)[cap_of_key].tolist(), size=sizes, size2=sizes2,
+            devices_required=np.ones(len(key), dtype=np.int64), min_accuracy=floor_of_key,
+            slo=slos[inv] if inv is not None else slos, priority=prios)
 
     @classmethod
     def from_config(cls, sec: Section, capabilities: tuple[str, ...]) -> RequestWorkload:
