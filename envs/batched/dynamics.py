@@ -782,16 +782,16 @@ def step_instance(f, i, L, cf, ci, fk, dev_static, mask, otasks, oest, odev, ogl
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def step_batch(F, I, L, cf, ci, fk, dev_static, mask, otasks, oest, odev, oglob, idx):
+def step_batch(FA, IA, L, cf, ci, fk, dev_static, mask, otasks, oest, odev, oglob, idx):
     """Run :func:`step_instance` on the instances ``idx``, in parallel over the cores."""
     for j in prange(idx.shape[0]):
         b = idx[j]
-        I[b, STATUS] = OK
-        step_instance(F[b], I[b], L, cf, ci, fk[b], dev_static, mask[b], otasks[b], oest[b], odev[b], oglob[b])
+        IA[b, STATUS] = OK
+        step_instance(FA[b], IA[b], L, cf, ci, fk[b], dev_static, mask[b], otasks[b], oest[b], odev[b], oglob[b])
 
 
 @njit(cache=True, nogil=True)
-def check_actions(F, I, L, cf, ci, actions, out_reason):
+def check_actions(FA, IA, L, cf, ci, actions, out_reason):
     """Reason code (VALID, or an index into REASON_KEYS) of each instance's action, without
     changing the state; the wait action is always valid."""
     D = ci[CI_D]
@@ -805,4 +805,4 @@ def check_actions(F, I, L, cf, ci, actions, out_reason):
             k = a // VD
             rest = a - k * VD
             v = rest // D
-            out_reason[b] = check_assignment(F[b], I[b], L, cf, ci, k, v, rest - v * D)
+            out_reason[b] = check_assignment(FA[b], IA[b], L, cf, ci, k, v, rest - v * D)

@@ -330,13 +330,13 @@ class BatchedSimulator:
         isegs = layout.segment_sizes(layout.I_SEGMENTS, new)
         LF = fsegs[-1][2] + int(np.prod(fsegs[-1][1]))
         LI = isegs[-1][2] + int(np.prod(isegs[-1][1]))
-        F = np.zeros((B, LF), dtype=np.float64)
-        I = np.zeros((B, LI), dtype=np.int32)
+        fa = np.zeros((B, LF), dtype=np.float64)
+        ia = np.zeros((B, LI), dtype=np.int32)
         L = np.zeros(layout.NL, dtype=np.int64)
         for j, name in enumerate(layout.DIMS):
             L[layout.LD_N + j] = new[name]
         v = Views()
-        for base, arena, segs in ((layout.LF_SF, F, fsegs), (layout.LI_SI, I, isegs)):
+        for base, arena, segs in ((layout.LF_SF, fa, fsegs), (layout.LI_SI, ia, isegs)):
             for j, (name, shp, off) in enumerate(segs):
                 L[base + j] = off
                 size = int(np.prod(shp))
@@ -347,7 +347,7 @@ class BatchedSimulator:
             for name in [n for n, _ in layout.F_SEGMENTS + layout.I_SEGMENTS] + list(_OUTPUTS):
                 old = getattr(old_views, name)
                 getattr(v, name)[tuple(slice(0, n) for n in old.shape)] = old
-        self._dims, self.F, self.I, self.L, self.v = new, F, I, L, v
+        self._dims, self.F, self.I, self.L, self.v = new, fa, ia, L, v
 
     def _load(self, b: int, ep: Episode) -> None:
         """Write episode ``ep`` into instance b (its phase: PH_RESET, run by the next kernel
