@@ -3,7 +3,8 @@
 ``import envs`` registers the Gymnasium ids: ``modelsched/Scheduling-v0`` (takes ``scenario=``:
 a built-in name, a YAML path or a dict) and one id per built-in scenario, named in CamelCase
 (``serving-small`` -> ``modelsched/ServingSmall-v0``). Registration uses string entry points, so
-it imports nothing heavy. The simulator core (``envs.sim``) imports neither gymnasium nor torch.
+it imports nothing heavy. Each id's ``vector_entry_point`` is the batched simulator's vector env
+(``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``). The simulator core (``envs.sim``) imports neither gymnasium nor torch.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ def _register() -> None:
         from gymnasium.envs.registration import register, registry
     except ImportError:  # the pure simulator core is usable without gymnasium
         return
+    vec = "envs.vector:BatchedVectorEnv"
     if "modelsched/Scheduling-v0" not in registry:
-        register(id="modelsched/Scheduling-v0", entry_point="envs.env:SchedulingEnv")
+        register(id="modelsched/Scheduling-v0", entry_point="envs.env:SchedulingEnv", vector_entry_point=vec)
     for name in builtin_scenarios():
         eid = env_id(name)
         if eid not in registry:
-            register(id=eid, entry_point="envs.env:SchedulingEnv", kwargs={"scenario": name})
+            register(id=eid, entry_point="envs.env:SchedulingEnv", vector_entry_point=vec,
+                     kwargs={"scenario": name})
 
 
 _register()

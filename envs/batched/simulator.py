@@ -471,47 +471,56 @@ class BatchedSimulator:
         self._run_kernel(idx)
 
     # ------------------------------------------------------------------ stepping
-    def check_actions(self, actions) -> np.ndarray:
-        """(B,) int64 actions, checked: shape, range, and validity in each instance (as
-        ``SchedulingEnv.step`` checks them; with ``invalid_action="penalize"`` only shape and
-        range). Raises ValueError naming the instance and the reason."""
+    def check_actions(self, actions, active: np.ndarray | None = None) -> np.ndarray:
+        """(B,) int64 actions, checked in the instances ``active`` (default: all): shape,
+        range, and validity, as ``SchedulingEnv.step`` checks them (with
+        ``invalid_action="penalize"`` only shape and range). Raises ValueError naming the
+        instance and the reason; the state is left unchanged."""
+        B = self.num_envs
         a = np.asarray(actions)
-        if a.shape != (self.num_envs,):
-            a = a.reshape(-1) if a.size == self.num_envs and a.ndim == 2 else a
-            if a.shape != (self.num_envs,):
-                raise ValueError(f"actions must have shape ({self.num_envs},), got {np.shape(actions)}")
+        if a.ndim == 2 and a.shape[1] == 1:
+            a = a[:, 0]
+        if a.shape != (B,):
+            raise ValueError(f"actions must have shape ({B},): one per instance, got {np.shape(actions)}")
+        idx = self._all if active is None else active
         if not np.issubdtype(a.dtype, np.integer):
-            if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-                bad = int(np.argmax(~np.isfinite(a) | (a != np.round(a))))
-                raise ValueError(f"instance {bad}: action {a[bad]!r} is not an integer")
+            sub = a[idx]
+            bad = ~np.isfinite(sub) | (sub != np.round(sub)) if np.issubdtype(a.dtype, np.number) \
+                else np.ones(len(sub), dtype=bool)
+            if bad.any():
+                b = int(idx[np.argmax(bad)])
+                raise ValueError(f"instance {b}: action {a[b]!r} is not an integer")
         a = a.astype(np.int64)
-        out = (a < 0) | (a >= self.n_actions)
+        sub = a[idx]
+        out = (sub < 0) | (sub >= self.n_actions)
         if out.any():
-            b = int(np.argmax(out))
+            b = int(idx[np.argmax(out)])
             raise ValueError(f"instance {b}: action {int(a[b])} is outside Discrete({self.n_actions})")
-        ended = self.v.si[:, dyn.EP_DONE] != 0
+        ended = self.v.si[idx, dyn.EP_DONE] != 0
         if ended.any():
-            b = int(np.argmax(ended))
+            b = int(idx[np.argmax(ended)])
             raise RuntimeError(f"instance {b}: step() called after its episode ended: reset it first "
                                f"(reset_done())")
         if self.invalid_action == "raise":
             dyn.check_actions(self.F, self.I, self.L, self.cf, self.ci, a, self._reason)
-            bad = self._reason != dyn.VALID
+            bad = self._reason[idx] != dyn.VALID
             if bad.any():
-                b = int(np.argmax(bad))
+                b = int(idx[np.argmax(bad)])
                 k, rest = divmod(int(a[b]), self.V * self.D)
                 v, d = divmod(rest, self.D)
                 raise ValueError(f"instance {b}: invalid action {int(a[b])}: queue slot {k}, variant slot {v}, "
                                  f"device {d}: {REASONS[dyn.REASON_KEYS[self._reason[b]]]}")
         return a
 
-    def step(self, actions) -> None:
-        """Apply one action per instance and run each to its next decision (every instance
-        must be in a running episode). Results: :attr:`rewards`, :attr:`terminated`,
-        :attr:`truncated` and the observation arrays."""
-        a = self.check_actions(actions)
-        self.v.si[:, dyn.ACTION] = a
-        self._run_kernel(self._all)
+    def step(self, actions, active: np.ndarray | None = None) -> None:
+        """Apply one action per instance and run each to its next decision; with ``active``
+        (instance indices), only those instances step (the others' actions are ignored and
+        their state is unchanged). Every stepped instance must be in a running episode.
+        Results: :attr:`rewards`, :attr:`terminated`, :attr:`truncated`, the observation."""
+        a = self.check_actions(actions, active)
+        idx = self._all if active is None else np.asarray(active, dtype=np.int64)
+        self.v.si[idx, dyn.ACTION] = a[idx]
+        self._run_kernel(idx)
 
     def _run_kernel(self, idx: np.ndarray) -> None:
         S, si = self.v, self.v.si
@@ -543,6 +552,13 @@ class BatchedSimulator:
     @property
     def truncated(self) -> np.ndarray:
         return self.v.si[:, dyn.TRUNC] != 0
+
+    @property
+    def done(self) -> np.ndarray:
+        """(B,) the workload is exhausted and the system empty (``Simulator.done``)."""
+        si = self.v.si
+        return ((si[:, dyn.C_JCOMPLETED] + si[:, dyn.C_JDROPPED] == si[:, dyn.N_JOBS])
+                & (si[:, dyn.C_QUEUED] == 0) & (si[:, dyn.C_RUNNING] == 0))
 
     @property
     def now(self) -> np.ndarray:
