@@ -122,6 +122,12 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
             sim.step(a, active)
             ended = sim.terminated | sim.truncated
             infos = self._infos(final=ended, step=True)
+            if len(restart):  # the restarted instances' info is a reset's: no reward terms
+                stepped = ~self._needs_reset
+                terms = infos["reward_terms"]
+                for k in [k for k in terms if k.startswith("_")]:
+                    terms[k] = stepped
+                infos["_reward_terms"] = stepped
             self._needs_reset = ended
             return self._out_obs(), self._out(sim.rewards), self._out(sim.terminated), \
                 self._out(sim.truncated), infos

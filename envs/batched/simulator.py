@@ -489,7 +489,7 @@ class BatchedSimulator:
                 else np.ones(len(sub), dtype=bool)
             if bad.any():
                 b = int(idx[np.argmax(bad)])
-                raise ValueError(f"instance {b}: action {a[b]!r} is not an integer")
+                raise ValueError(f"instance {b}: action {a[b]} is not an integer")
         a = a.astype(np.int64)
         sub = a[idx]
         out = (sub < 0) | (sub >= self.n_actions)
@@ -517,6 +517,7 @@ class BatchedSimulator:
         (instance indices), only those instances step (the others' actions are ignored and
         their state is unchanged). Every stepped instance must be in a running episode.
         Results: :attr:`rewards`, :attr:`terminated`, :attr:`truncated`, the observation."""
+        self._started()
         a = self.check_actions(actions, active)
         idx = self._all if active is None else np.asarray(active, dtype=np.int64)
         self.v.si[idx, dyn.ACTION] = a[idx]
@@ -566,10 +567,16 @@ class BatchedSimulator:
 
     def action_masks(self) -> np.ndarray:
         """(B, K*V*D + 1) exact masks of the current decisions (a copy)."""
+        self._started()
         return self.v.mask.copy()
+
+    def _started(self) -> None:
+        if self.F is None:
+            raise RuntimeError("the batched simulator has no episode yet: call reset() first")
 
     def observations(self) -> dict[str, np.ndarray]:
         """The observation of every instance, as ``SchedulingEnv`` lays it out (copies)."""
+        self._started()
         S = self.v
         return {"tasks": S.otasks.copy(), "devices": S.odev.copy(), "estimates": S.oest.copy(),
                 "global": S.oglob.copy()}
