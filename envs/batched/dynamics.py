@@ -108,7 +108,7 @@ OK, NEED_DRAWS, ERR_HEAP, ERR_DRAWS, ERR_MEMORY, ERR_INVALID, ERR_CLOCK = 0, 1, 
 REASON_KEYS = ("no_task", "no_variant", "no_profile", "accuracy", "too_large", "down", "busy", "gang")
 VALID = -1
 
-_jit = njit(cache=True, nogil=True)
+_jit = njit(cache=True, nogil=True, _nrt=False)
 
 
 # ==================================================================== events
@@ -790,14 +790,15 @@ def step_batch(FA, IA, L, cf, ci, fk, dev_static, mask, otasks, oest, odev, oglo
         step_instance(FA[b], IA[b], L, cf, ci, fk[b], dev_static, mask[b], otasks[b], oest[b], odev[b], oglob[b])
 
 
-@njit(cache=True, nogil=True)
-def check_actions(FA, IA, L, cf, ci, actions, out_reason):
-    """Reason code (VALID, or an index into REASON_KEYS) of each instance's action, without
-    changing the state; the wait action is always valid."""
+@njit(cache=True, nogil=True, parallel=True)
+def check_actions(FA, IA, L, cf, ci, actions, idx, out_reason):
+    """Reason code (VALID, or an index into REASON_KEYS) of the action of each instance of
+    ``idx``, without changing the state; the wait action is always valid."""
     D = ci[CI_D]
     VD = ci[CI_V] * D
     wait = ci[CI_K] * VD
-    for b in range(actions.shape[0]):
+    for j in prange(idx.shape[0]):
+        b = idx[j]
         a = actions[b]
         if a == wait:
             out_reason[b] = VALID

@@ -74,8 +74,8 @@ class Episode:
     single: bool
     span: float
     mean_rate: float
-    rng_noise: np.random.Generator
-    rng_fail: np.random.Generator
+    rng_noise: np.random.Generator | None  # (None where the scenario draws none)
+    rng_fail: np.random.Generator | None
     counters: dict
 
     @property
@@ -100,9 +100,13 @@ class EpisodeCompiler:
 
     def compile(self, seed_seq: np.random.SeedSequence) -> Episode:
         """The episode ``Simulator.reset(seed_seq)`` would start."""
+        return self.compile_many([seed_seq])[0]
+
+    def compile_many(self, seed_seqs: list[np.random.SeedSequence]) -> list[Episode]:
+        """The episodes of several seeds (the shape tables of column workloads in one pass)."""
         if self._columns:
-            return self._compile_columns(seed_seq)
-        return self._compile_reference(seed_seq)
+            return self._compile_columns(seed_seqs)
+        return [self._compile_reference(ss) for ss in seed_seqs]
 
     def _compile_reference(self, seed_seq: np.random.SeedSequence) -> Episode:
         sim = self.sim
@@ -139,37 +143,48 @@ class EpisodeCompiler:
             **self._rates(sim._last_arrival, J), rng_noise=sim.rng_noise, rng_fail=sim.rng_fail,
             counters=dict(sim.counters.extra))
 
-    def _compile_columns(self, seed_seq: np.random.SeedSequence) -> Episode:
-        """The same episode from the workload's columns (single-stage requests): the reference's
-        seeding, draws, task table and shape rows (:func:`shape_rows`), without job tuples."""
+    def _compile_columns(self, seed_seqs: list[np.random.SeedSequence]) -> list[Episode]:
+        """The same episodes from the workload's columns (single-stage requests): the
+        reference's seeding, draws, task table and shape rows (:func:`shape_rows`, once for the
+        shapes of all the episodes), without job tuples."""
         sim = self.sim
         cl = sim.cluster
-        wl_ss, noise_ss, fail_ss = seed_seq.spawn(3)
-        c = sim.workload.generate_columns(np.random.default_rng(wl_ss), cl)
-        arrival = np.asarray(c.arrival, dtype=float)
-        J = len(arrival)
-        if J == 0 or not (np.all(np.isfinite(arrival)) and arrival[0] >= 0 and np.all(np.diff(arrival) >= 0)):
-            # The reference's own path, from the same seed, for its checks and error messages.
-            again = np.random.SeedSequence(seed_seq.entropy, spawn_key=seed_seq.spawn_key,
-                                           pool_size=seed_seq.pool_size,
-                                           n_children_spawned=seed_seq.n_children_spawned - 3)
-            return self._compile_reference(again)
+        out: list[Episode | None] = [None] * len(seed_seqs)
+        drawn = []
+        for e, ss in enumerate(seed_seqs):
+            wl_ss, noise_ss, fail_ss = ss.spawn(3)
+            c = sim.workload.generate_columns(np.random.default_rng(wl_ss), cl)
+            arrival = np.asarray(c.arrival, dtype=float)
+            if len(arrival) == 0 or not (np.all(np.isfinite(arrival)) and arrival[0] >= 0
+                                         and np.all(np.diff(arrival) >= 0)):
+                # The reference's own path, from the same seed, for its checks and error messages.
+                again = np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key, pool_size=ss.pool_size,
+                                               n_children_spawned=ss.n_children_spawned - 3)
+                out[e] = self._compile_reference(again)
+            else:
+                drawn.append((e, c, arrival, noise_ss, fail_ss))
+        if not drawn:
+            return out
         caps = []
-        for name in c.capability:
-            k = cl.cap_index.get(name)
-            if k is None:
-                raise ValueError(f"job from workload needs capability '{name}' that no variant of the "
-                                 f"scenario provides")
-            caps.append(k)
+        for _, c, *_ in drawn:
+            for name in c.capability:
+                k = cl.cap_index.get(name)
+                if k is None:
+                    raise ValueError(f"job from workload needs capability '{name}' that no variant of the "
+                                     f"scenario provides")
+                caps.append(k)
         cap = np.array(caps, dtype=np.int64)
+        cat = lambda name, dtype: np.concatenate([np.asarray(getattr(c, name), dtype=dtype)  # noqa: E731
+                                                  for _, c, *_ in drawn])
+        size, size2, min_acc = cat("size", float), cat("size2", float), cat("min_accuracy", float)
+        n = cat("devices_required", np.int64)
+        exec_t, static, ideal = shape_rows(cl, cap, size, size2, min_acc, n)
         G = len(cap)
         V, D = cl.num_slots, cl.num_devices
         VD = V * D
-        size, size2 = np.asarray(c.size, dtype=float), np.asarray(c.size2, dtype=float)
-        min_acc, n = np.asarray(c.min_accuracy, dtype=float), np.asarray(c.devices_required, dtype=np.int64)
-        exec_t, static, ideal = shape_rows(cl, cap, size, size2, min_acc, n)
+        # Row 0 of every episode's table: the empty shape of padding window slots, never runs.
         ktab = np.zeros((G + 1, 5 + 2 * VD))
-        ktab[0, 4] = 1.0  # row 0: the empty shape of padding window slots, never runs
+        ktab[0, 4] = 1.0
         ktab[0, 5:5 + VD] = math.inf
         ktab[1:, 0], ktab[1:, 1], ktab[1:, 2], ktab[1:, 3], ktab[1:, 4] = size, size2, min_acc, cap, n
         ktab[1:, 5:5 + VD] = exec_t.reshape(G, -1)
@@ -178,29 +193,39 @@ class EpisodeCompiler:
         kstat[1:] = static.reshape(G, -1)
         kres = np.zeros((G + 1, VD), dtype=np.int64)
         kres[1:] = resident_index(cl, cap)
-        tkind = np.zeros(J + 1, dtype=np.int64)
-        tkind[:J] = 1 + (c.group if c.group is not None else np.arange(J))
-        slo = np.asarray(c.slo, dtype=float)
-        ttimes = np.empty((J + 1, 4))
-        ttimes[:J, 0], ttimes[:J, 1], ttimes[:J, 2], ttimes[:J, 3] = arrival, arrival + slo, c.priority, slo
-        ttimes[J] = (0.0, 1.0, 0.0, 1.0)
-        rng_fail = np.random.default_rng(fail_ss)
-        events, seq = [], 0
-        if sim.failures_enabled:  # Simulator.reset schedules each device's first failure, in order
-            for d in range(D):
-                mtbf = cl.device_types[cl.dev_type[d]].mtbf_s
-                if math.isfinite(mtbf):
-                    seq += 1
-                    events.append((0.0 + rng_fail.exponential(mtbf), seq, 3, d, 0))
-        ids = np.arange(J, dtype=np.int32)
-        return Episode(
-            ttimes=ttimes, tkind=tkind, tjob=ids, tpend=np.zeros(J, dtype=np.int32),
-            cptr=np.zeros(J + 1, dtype=np.int32), cidx=np.zeros(0, dtype=np.int32), jarr=arrival,
-            jfirst=ids, jcount=np.ones(J, dtype=np.int32), ktab=ktab, kstat=kstat, kres=kres,
-            kdev=kstat.reshape(G + 1, V, D).any(axis=1), kideal=np.concatenate(([math.inf], ideal)),
-            fk=self._features(ktab), events=sorted(events), seq=seq, single=True,
-            **self._rates(float(arrival[-1]), J), rng_noise=np.random.default_rng(noise_ss), rng_fail=rng_fail,
-            counters=dict(c.counters))
+        kdev = kstat.reshape(G + 1, V, D).any(axis=1)
+        kideal = np.concatenate(([math.inf], ideal))
+        fk = self._features(ktab)
+        mtbf = [cl.device_types[cl.dev_type[d]].mtbf_s for d in range(D)]
+        lo = 1
+        for e, c, arrival, noise_ss, fail_ss in drawn:
+            J = len(arrival)
+            hi = lo + len(c.capability)
+            rows = np.concatenate(([0], np.arange(lo, hi)))  # this episode's rows, padding first
+            tkind = np.zeros(J + 1, dtype=np.int64)
+            tkind[:J] = 1 + (c.group if c.group is not None else np.arange(J))
+            slo = np.asarray(c.slo, dtype=float)
+            ttimes = np.empty((J + 1, 4))
+            ttimes[:J, 0], ttimes[:J, 1], ttimes[:J, 2], ttimes[:J, 3] = arrival, arrival + slo, c.priority, slo
+            ttimes[J] = (0.0, 1.0, 0.0, 1.0)
+            events, seq, rng_fail = [], 0, None
+            if sim.failures_enabled:  # Simulator.reset schedules each device's first failure, in order
+                rng_fail = np.random.default_rng(fail_ss)
+                for d in range(D):
+                    if math.isfinite(mtbf[d]):
+                        seq += 1
+                        events.append((0.0 + rng_fail.exponential(mtbf[d]), seq, 3, d, 0))
+            ids = np.arange(J, dtype=np.int32)
+            out[e] = Episode(
+                ttimes=ttimes, tkind=tkind, tjob=ids, tpend=np.zeros(J, dtype=np.int32),
+                cptr=np.zeros(J + 1, dtype=np.int32), cidx=np.zeros(0, dtype=np.int32), jarr=arrival,
+                jfirst=ids, jcount=np.ones(J, dtype=np.int32), ktab=ktab[rows], kstat=kstat[rows], kres=kres[rows],
+                kdev=kdev[rows], kideal=kideal[rows], fk=fk[rows], events=sorted(events), seq=seq, single=True,
+                **self._rates(float(arrival[-1]), J),
+                rng_noise=np.random.default_rng(noise_ss) if sim.noise_sigma > 0 else None, rng_fail=rng_fail,
+                counters=dict(c.counters))
+            lo = hi
+        return out
 
     def _features(self, ktab: np.ndarray) -> np.ndarray:
         fk = np.zeros((len(ktab), self.task_features), dtype=np.float32)  # row 0 (padding): zeros
@@ -460,7 +485,7 @@ class BatchedSimulator:
         return idx
 
     def _start(self, idx: np.ndarray) -> None:
-        eps = [self.compiler.compile(self._roots[b].spawn(1)[0]) for b in idx.tolist()]
+        eps = self.compiler.compile_many([self._roots[b].spawn(1)[0] for b in idx.tolist()])
         need: dict[str, int] = {}
         for ep in eps:
             for k, v in ep.sizes.items():
@@ -502,7 +527,7 @@ class BatchedSimulator:
             raise RuntimeError(f"instance {b}: step() called after its episode ended: reset it first "
                                f"(reset_done())")
         if self.invalid_action == "raise":
-            dyn.check_actions(self.F, self.I, self.L, self.cf, self.ci, a, self._reason)
+            dyn.check_actions(self.F, self.I, self.L, self.cf, self.ci, a, idx, self._reason)
             bad = self._reason[idx] != dyn.VALID
             if bad.any():
                 b = int(idx[np.argmax(bad)])
