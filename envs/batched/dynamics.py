@@ -783,11 +783,21 @@ def step_instance(f, i, L, cf, ci, fk, dev_static, mask, otasks, oest, odev, ogl
 
 @njit(cache=True, nogil=True, parallel=True)
 def step_batch(FA, IA, L, cf, ci, fk, dev_static, mask, otasks, oest, odev, oglob, idx):
-    """Run :func:`step_instance` on the instances ``idx``, in parallel over the cores."""
+    """Run :func:`step_instance` on the instances ``idx``, in parallel over the cores. Returns
+    how many stopped for failure draws, how many failed (a status above NEED_DRAWS), and how
+    many have no service-noise draw left for their next assignment."""
+    need = 0
+    errors = 0
+    low = 0
     for j in prange(idx.shape[0]):
         b = idx[j]
         IA[b, STATUS] = OK
         step_instance(FA[b], IA[b], L, cf, ci, fk[b], dev_static, mask[b], otasks[b], oest[b], odev[b], oglob[b])
+        st = IA[b, STATUS]
+        need += 1 if st == NEED_DRAWS else 0
+        errors += 1 if st > NEED_DRAWS else 0
+        low += 1 if IA[b, NOISE_POS] >= IA[b, NOISE_LEN] else 0
+    return need, errors, low
 
 
 @njit(cache=True, nogil=True, parallel=True)

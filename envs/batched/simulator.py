@@ -333,6 +333,7 @@ class BatchedSimulator:
         self._rng_fail: list = [None] * B
         self._counters: list[dict] = [{}] * B
         self._all = np.arange(B, dtype=np.int64)
+        self._noise_low = self._uses_noise  # some instance may have no service-noise draw left
         self._reason = np.zeros(B, dtype=np.int64)
 
     # ------------------------------------------------------------------ state
@@ -507,28 +508,28 @@ class BatchedSimulator:
             a = a[:, 0]
         if a.shape != (B,):
             raise ValueError(f"actions must have shape ({B},): one per instance, got {np.shape(actions)}")
-        idx = self._all if active is None else active
-        if not np.issubdtype(a.dtype, np.integer):
+        idx = self._all if active is None else np.asarray(active, dtype=np.int64)
+        if a.dtype.kind not in "iu":
             sub = a[idx]
             bad = ~np.isfinite(sub) | (sub != np.round(sub)) if np.issubdtype(a.dtype, np.number) \
                 else np.ones(len(sub), dtype=bool)
             if bad.any():
                 b = int(idx[np.argmax(bad)])
                 raise ValueError(f"instance {b}: action {a[b]} is not an integer")
-        a = a.astype(np.int64)
-        sub = a[idx]
+        a = a.astype(np.int64, copy=False)
+        sub = a if active is None else a[idx]
         out = (sub < 0) | (sub >= self.n_actions)
         if out.any():
             b = int(idx[np.argmax(out)])
             raise ValueError(f"instance {b}: action {int(a[b])} is outside Discrete({self.n_actions})")
-        ended = self.v.si[idx, dyn.EP_DONE] != 0
+        ended = (self.v.si[:, dyn.EP_DONE] if active is None else self.v.si[idx, dyn.EP_DONE]) != 0
         if ended.any():
             b = int(idx[np.argmax(ended)])
             raise RuntimeError(f"instance {b}: step() called after its episode ended: reset it first "
                                f"(reset_done())")
         if self.invalid_action == "raise":
             dyn.check_actions(self.F, self.I, self.L, self.cf, self.ci, a, idx, self._reason)
-            bad = self._reason[idx] != dyn.VALID
+            bad = (self._reason if active is None else self._reason[idx]) != dyn.VALID
             if bad.any():
                 b = int(idx[np.argmax(bad)])
                 k, rest = divmod(int(a[b]), self.V * self.D)
@@ -550,21 +551,23 @@ class BatchedSimulator:
 
     def _run_kernel(self, idx: np.ndarray) -> None:
         S, si = self.v, self.v.si
-        if self._uses_noise:  # an assignment takes one service-noise draw
+        if self._noise_low:  # an assignment takes one service-noise draw: top up where none is left
             low = idx[si[idx, dyn.NOISE_POS] >= si[idx, dyn.NOISE_LEN]]
             if len(low):
                 self._refill(low)
-        while len(idx):
-            dyn.step_batch(self.F, self.I, self.L, self.cf, self.ci, S.fk, self.dev_static, S.mask, S.otasks,
-                           S.oest, S.odev, S.oglob, idx)
-            status = si[idx, dyn.STATUS]
-            if np.any(status > dyn.NEED_DRAWS):
+        while True:
+            need, errors, low = dyn.step_batch(self.F, self.I, self.L, self.cf, self.ci, S.fk, self.dev_static,
+                                               S.mask, S.otasks, S.oest, S.odev, S.oglob, idx)
+            if errors:
+                status = si[idx, dyn.STATUS]
                 b = int(idx[np.argmax(status > dyn.NEED_DRAWS)])
                 raise RuntimeError(f"instance {b}: batched simulator error code {int(si[b, dyn.STATUS])} "
                                    f"(a bug: please report it with the scenario and seed)")
-            idx = idx[status == dyn.NEED_DRAWS]
-            if len(idx):
-                self._refill(idx)
+            self._noise_low = self._uses_noise and low > 0
+            if not need:
+                return
+            idx = idx[si[idx, dyn.STATUS] == dyn.NEED_DRAWS]
+            self._refill(idx)
 
     # ------------------------------------------------------------------ results
     @property
