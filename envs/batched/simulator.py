@@ -121,16 +121,8 @@ class EpisodeCompiler:
         cptr = np.zeros(N + 1, dtype=np.int32)
         cidx = np.zeros(0, dtype=np.int32)
         if not sim._single:
-            children: list[list[int]] = [[] for _ in range(N)]
-            for j, stages in enumerate(sim._jcols[1]):
-                base = sim._jfirst[j]
-                for s, st in enumerate(stages):
-                    tpend[base + s] = len(st.parents)
-                    for p in st.parents:
-                        children[base + p].append(base + s)
-            counts = np.array([len(c) for c in children], dtype=np.int32)
-            cptr[1:] = np.cumsum(counts)
-            cidx = np.array([c for lst in children for c in lst], dtype=np.int32)
+            tpend, cptr, cidx = self._dag_links(sim._jcols[1], np.array(sim._tjob, dtype=np.int64),
+                                                np.array(sim._jfirst, dtype=np.int64), N)
         ktab = sim._ktab[:nk].copy()
         kstat = sim._kstat[:nk].copy()
         return Episode(
@@ -142,6 +134,20 @@ class EpisodeCompiler:
             fk=self._features(ktab), events=sorted(sim._events), seq=sim._seq, single=sim._single,
             **self._rates(sim._last_arrival, J), rng_noise=sim.rng_noise, rng_fail=sim.rng_fail,
             counters=dict(sim.counters.extra))
+
+    @staticmethod
+    def _dag_links(job_stages, tjob: np.ndarray, jfirst: np.ndarray, N: int):
+        """(pending parents per task, children as CSR: cptr (N + 1), cidx) of the episode's DAG
+        jobs, the children of a task in stage order (the order the reference appends them in)."""
+        flat = [st for stages in job_stages for st in stages]  # task order
+        npar = np.fromiter(map(len, (st.parents for st in flat)), dtype=np.int64, count=N)
+        local = np.fromiter((p for st in flat for p in st.parents), dtype=np.int64, count=int(npar.sum()))
+        chi = np.repeat(np.arange(N), npar)
+        par = jfirst[tjob[chi]] + local
+        order = np.lexsort((chi, par))
+        cptr = np.zeros(N + 1, dtype=np.int32)
+        cptr[1:] = np.cumsum(np.bincount(par, minlength=N))
+        return npar.astype(np.int32), cptr, chi[order].astype(np.int32)
 
     def _compile_columns(self, seed_seqs: list[np.random.SeedSequence]) -> list[Episode]:
         """The same episodes from the workload's columns (single-stage requests): the
