@@ -191,10 +191,11 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         if step:
             infos["reward_terms"] = masked(sim.reward_terms())
             infos["_reward_terms"] = every
-        for b in range(self.num_envs):
-            counters = sim.workload_counters(b)
-            if counters:
-                infos = self._add_info(infos, {"workload_counters": counters}, b)
+        if sim.has_workload_counters:  # (a per-instance loop only for workloads that count things)
+            for b in range(self.num_envs):
+                counters = sim.workload_counters(b)
+                if counters:
+                    infos = self._add_info(infos, {"workload_counters": counters}, b)
         for b in np.flatnonzero(final).tolist():
             infos = self._add_info(infos, {"metrics": sim.episode_metrics(b)}, b)
         return infos

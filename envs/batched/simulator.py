@@ -338,6 +338,8 @@ class BatchedSimulator:
         self._rng_noise: list = [None] * B
         self._rng_fail: list = [None] * B
         self._counters: list[dict] = [{}] * B
+        #: Some episode's workload reported counters (e.g. a trace's skipped rows).
+        self.has_workload_counters = False
         self._all = np.arange(B, dtype=np.int64)
         self._noise_low = self._uses_noise  # some instance may have no service-noise draw left
         self._reason = np.zeros(B, dtype=np.int64)
@@ -435,6 +437,8 @@ class BatchedSimulator:
         si[dyn.PHASE] = dyn.PH_RESET
         self._rng_noise[b], self._rng_fail[b] = ep.rng_noise, ep.rng_fail
         self._counters[b] = ep.counters
+        if ep.counters:
+            self.has_workload_counters = True
         si[dyn.NOISE_POS] = si[dyn.NOISE_LEN] = si[dyn.FAIL_POS] = si[dyn.FAIL_LEN] = 0
         self._refill(np.array([b]))
 
