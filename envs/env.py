@@ -142,7 +142,6 @@ class SchedulingEnv(gym.Env):
         # Scales of the observation (one reference draw of the workload; for a trace this also
         # reads the file now, so a malformed trace fails at make()).
         self.scales = ObservationScales.of(sc)
-        self._tau, self._rate_window = self.scales.tau, self.scales.rate_window
         #: Device features with the type one-hot filled in (the kernel fills in the rest).
         self._devices_obs = np.zeros((self.D, self.device_features), dtype=np.float32)
         self._devices_obs[:, :T] = np.eye(T, dtype=np.float32)[cl.dev_type]
@@ -261,12 +260,12 @@ class SchedulingEnv(gym.Env):
             self._encode_shapes()
         q = len(queue)
         backlog = q - K if q > K else 0
-        rate = sim.recent_arrival_rate(self._rate_window) / self._mean_rate
+        rate = sim.recent_arrival_rate(self.scales.rate_window) / self._mean_rate
         up = sim._up_devices
         return (now, np.array(ids, dtype=np.int64), n, sim._tkind, sim._ttimes, sim._ktab, sim._kstat, sim._kres,
                 self._fk, sim.dev_busy_until, sim.dev_up, sim.dev_idle, sim.dev_memory_used, self._inv_dev_memory,
                 self._dev_type, sim._idle_by_type, sim.resident.reshape(-1), self._devices_obs, sim._E0, self.V,
-                self.D, self._tau, self._col_prio, self._T, sim._has_gangs,
+                self.D, self.scales.tau, self._col_prio, self._T, sim._has_gangs,
                 backlog / (backlog + K), min(now / self._span, 1.0), rate / (rate + 1.0),
                 sim._busy_devices / up if up else 0.0, min(q / sim.queue_capacity, 1.0))  # requeues may overfill
 

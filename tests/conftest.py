@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,25 @@ from envs.sim.model import DeviceType, JobSpec, LatencyProfile, ModelVariant, St
 from envs.workloads.base import GeneratedWorkload, Workload
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+
+#: Prepended to a script run in a subprocess: importing gymnasium, torch or SB3 there fails.
+BLOCK_HEAVY_IMPORTS = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('gymnasium', 'torch', 'stable_baselines3', 'sb3_contrib'):
+            raise ImportError('blocked: ' + name)
+        return None
+sys.meta_path.insert(0, Block())
+"""
+
+
+def run_without_heavy_imports(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter at the project root with gymnasium, torch and SB3
+    unimportable."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-c", BLOCK_HEAVY_IMPORTS + textwrap.dedent(code)], cwd=root,
+                          capture_output=True, text=True)
 
 
 class ListWorkload(Workload):

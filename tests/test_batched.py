@@ -12,10 +12,6 @@ the errors bad input gets.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -29,7 +25,7 @@ import envs
 from envs.batched import BatchedSimulator
 from envs.env import SchedulingEnv
 from envs.scenarios.loader import load_scenario
-from tests.conftest import TRACES, golden_cluster, make_scenario, request
+from tests.conftest import TRACES, golden_cluster, make_scenario, request, run_without_heavy_imports
 
 IDS = envs.registered_ids()
 
@@ -245,14 +241,7 @@ def test_a_device_that_is_not_there_is_refused():
 
 
 def test_the_batched_core_imports_neither_gymnasium_nor_torch():
-    code = textwrap.dedent("""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('gymnasium', 'torch', 'stable_baselines3', 'sb3_contrib'):
-                    raise ImportError('blocked: ' + name)
-                return None
-        sys.meta_path.insert(0, Block())
+    out = run_without_heavy_imports("""
         import numpy as np
         from envs.scenarios.loader import load_scenario
         from envs.batched import BatchedSimulator
@@ -265,8 +254,6 @@ def test_the_batched_core_imports_neither_gymnasium_nor_torch():
         assert not bad, bad
         print('ok')
     """)
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,6 +13,7 @@ import yaml
 import envs
 from envs.config import ConfigError
 from envs.scenarios.loader import SCENARIO_DIR, builtin_names, load_scenario
+from tests.conftest import run_without_heavy_imports
 
 SMALL = yaml.safe_load((SCENARIO_DIR / "serving-small.yaml").read_text())
 
@@ -146,14 +144,7 @@ def test_overrides_apply():
 
 def test_simulator_core_imports_neither_gymnasium_nor_torch():
     """The core runs in a process where importing gymnasium or torch fails."""
-    code = textwrap.dedent("""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('gymnasium', 'torch', 'stable_baselines3', 'sb3_contrib'):
-                    raise ImportError('blocked: ' + name)
-                return None
-        sys.meta_path.insert(0, Block())
+    out = run_without_heavy_imports("""
         import numpy as np
         from envs.scenarios.loader import load_scenario
         from envs.sim.simulator import Simulator
@@ -173,6 +164,4 @@ def test_simulator_core_imports_neither_gymnasium_nor_torch():
         assert not bad, bad
         print('ok')
     """)
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
