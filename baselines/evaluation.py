@@ -240,6 +240,26 @@ def _fmt(v) -> str:
     return f"{v:.3g}"
 
 
+def seeds_text(seeds: list[int]) -> str:
+    """``Seeds [1000, 1001]``, or ``1000 seeds (1000-1999)`` / ``1000 seeds (0..4999, not
+    contiguous)`` for long lists."""
+    n = len(seeds)
+    if n <= 10:
+        return f"Seeds {list(seeds)}"
+    lo, hi = min(seeds), max(seeds)
+    contiguous = sorted(seeds) == list(range(lo, hi + 1))
+    return f"{n} seeds ({lo}-{hi})" if contiguous else f"{n} seeds (between {lo} and {hi}, not contiguous)"
+
+
+def few_seeds_warning(n: int) -> list[str]:
+    """Report lines warning that fewer than 5 seeds make the intervals meaningless."""
+    if n >= 5:
+        return []
+    return [f"**Warning: only {n} seed(s).** A 95% bootstrap interval over fewer than 5 seeds does not "
+                f"cover the true mean 95% of the time (it is degenerate for 1 seed); use more seeds "
+                f"(e.g. `--seeds 1000-1199`) before drawing conclusions.", ""]
+
+
 def table_metrics(summary: dict) -> list[str]:
     pm = summary["primary_metric"]
     return [pm] + [m for m in MAIN_METRICS if m != pm]
@@ -262,11 +282,12 @@ def markdown(summary: dict) -> str:
     lines = [
         f"## {summary['scenario']}",
         "",
-        f"Seeds {summary['seeds']} x {summary['episodes_per_seed']} episode(s); mean [95% bootstrap CI] "
+        f"{seeds_text(summary['seeds'])} x {summary['episodes_per_seed']} episode(s); mean [95% bootstrap CI] "
         f"over seeds. Primary metric: **{pm}** ({arrow[pm]}). Best policy: **{summary['best_policy']}**; "
         f"best heuristic: **{bh}**. Best value per column in bold. Δ = paired difference in {pm} "
         f"against {bh} [95% paired bootstrap CI].",
         "",
+        *few_seeds_warning(len(summary["seeds"])),
         "| policy | " + " | ".join(f"{m} {arrow[m]}" for m in cols) + f" | Δ {pm} vs {bh} |",
         "|---|" + "---|" * (len(cols) + 1),
     ]
@@ -398,16 +419,39 @@ def build_parser() -> argparse.ArgumentParser:
                     help="built-in scenario name or YAML path (repeatable; default serving-small)")
     ap.add_argument("--policies", nargs="+", default=["all"], metavar="P",
                     help="heuristic names, 'all' (every heuristic), or paths to SB3 .zip models")
-    ap.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
-                    help="evaluation seeds (default 1000..1009)")
+    ap.add_argument("--seeds", nargs="+", type=seed_arg, default=None, metavar="S",
+                    help="evaluation seeds: integers and inclusive ranges A-B, e.g. 1000-1999 (default 1000-1009)")
     ap.add_argument("--episodes", type=int, default=1, help="episodes per seed (default 1)")
     ap.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     ap.add_argument("--tensorboard", type=Path, default=None, metavar="DIR", help="also write TensorBoard scalars")
     ap.add_argument("--trace", default=None, metavar="PATH", help="trace file passed to the env as trace=PATH")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device for SB3 models")
-    ap.add_argument("--jobs", type=int, default=1, help="episodes run in parallel processes (default 1)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="episodes run in parallel processes (default 1; reference backend, and policies with "
+                         "no batched form under --backend batched)")
+    ap.add_argument("--backend", default="reference", choices=("reference", "batched"),
+                    help="reference: one SchedulingEnv per episode; batched: many seeds at once on the batched "
+                         "simulator (heuristics with a batched form and SB3 models; 'genetic' has none and runs "
+                         "on the reference, with a notice). Same results, same outputs (default reference)")
+    ap.add_argument("--batch-size", type=int, default=None, metavar="B",
+                    help="instances per batched-simulator chunk (default 1024)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
+
+
+def seed_arg(text: str) -> list[int]:
+    """One ``--seeds`` item: ``N`` or an inclusive range ``A-B``."""
+    t = text.strip()
+    try:
+        if "-" in t[1:]:
+            a, b = t.split("-", 1) if not t.startswith("-") else (t, "")
+            lo, hi = int(a), int(b)
+            if hi < lo:
+                raise argparse.ArgumentTypeError(f"seed range {text!r} is empty (end before start)")
+            return list(range(lo, hi + 1))
+        return [int(t)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed (an integer) or a range A-B") from None
 
 
 def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], dict]:
@@ -416,13 +460,24 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
     from envs.config import ConfigError
 
     scenarios = args.scenario or ["serving-small"]
-    seeds = EVAL_SEEDS if args.seeds is None else list(dict.fromkeys(args.seeds))
+    seeds = EVAL_SEEDS if args.seeds is None else list(dict.fromkeys(
+        s for item in args.seeds for s in (item if isinstance(item, list) else [item])))
     if any(s < 0 for s in seeds):
         raise UsageError("seeds must be non-negative integers")
     if args.episodes < 1:
         raise UsageError("--episodes must be >= 1")
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError("--batch-size must be >= 1")
+    if args.batch_size is not None and args.backend != "batched":
+        raise UsageError("--batch-size needs --backend batched")
+    from envs.vector import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(f"--device: {e}") from None
     env_kwargs = {}
     if args.trace is not None:
         if not Path(args.trace).exists():
@@ -470,7 +525,10 @@ def evaluate(args) -> list[dict]:
 
     bar = tqdm(total=len(items), desc="episodes", unit="ep", disable=args.no_progress, file=sys.stderr)
     t0 = time.perf_counter()
+    fallback: list[str] = []
     try:
+        if args.backend == "batched":
+            order, fallback = _run_batched_items(items, order, results, args, env_kwargs, bar)
         if args.jobs == 1:
             for i in order:
                 results[i] = run_item(items[i])
@@ -498,6 +556,7 @@ def evaluate(args) -> list[dict]:
         sr = ScenarioResult(spec=sc, name=name, primary_metric=pm, seeds=seeds, episodes=args.episodes,
                             labels=[lbl for _, lbl in policies])
         digests: dict[tuple, set] = {}
+        sim_digests: dict[tuple, set] = {}
         latencies: dict[str, list] = {}
         bound_lat = []
         for r in mine:
@@ -506,17 +565,25 @@ def evaluate(args) -> list[dict]:
             sr.kinds[it.label] = r["kind"]
             sr.runs.setdefault(it.label, {}).setdefault(it.seed, []).append(r)
             digests.setdefault((it.seed, it.episode), set()).add(r["workload_digest"])
+            if "sim_digest" in r:
+                sim_digests.setdefault((it.seed, it.episode), set()).add(r["sim_digest"])
             latencies.setdefault(it.label, []).append(r["latencies"])
             if it.label == policies[0][1]:
                 bound_lat.append(r["lower_bound_latencies"])
-        broken = [k for k, v in digests.items() if len(v) > 1]
+        broken = [k for d in (digests, sim_digests) for k, v in d.items() if len(v) > 1]
         if broken:
             raise RuntimeError(f"{name}: policies saw different workloads for (seed, episode) {broken[:3]}: "
                                f"common random numbers are broken")
         summary = summarize_scenario(sr)
         summary["wall_s_total"] = wall
         summary["settings"] = {"episodes": args.episodes, "jobs": args.jobs, "device": args.device,
-                               "trace": args.trace, "policies": {lbl: spec for spec, lbl in policies}}
+                               "trace": args.trace, "policies": {lbl: spec for spec, lbl in policies},
+                               "backend": args.backend}
+        if args.backend == "batched":
+            from baselines.batched_eval import DEFAULT_BATCH
+
+            summary["settings"]["batch_size"] = args.batch_size or DEFAULT_BATCH
+            summary["settings"]["reference_backend_for"] = fallback
         out = args.out / _safe(name) if multi else args.out
         tb = None
         if args.tensorboard is not None:
@@ -530,6 +597,61 @@ def evaluate(args) -> list[dict]:
         write_text(args.out / "results.csv", csv_text(all_rows))
         write_text(args.out / "results.md", "\n".join(markdown(s) for s in summaries))
     return summaries
+
+
+def _run_batched_items(items: list[WorkItem], order: list[int], results: list, args, env_kwargs: dict,
+                       bar) -> tuple[list[int], list[str]]:
+    """Run on the batched simulator every item whose policy can (a heuristic with a batched form,
+    or an SB3 model), filling ``results``; returns the order of the items left for the
+    reference backend and the labels of their policies (a notice is printed for each)."""
+    from baselines import REGISTRY, load_policy
+    from baselines.batched import has_batched
+    from baselines.batched_eval import DEFAULT_BATCH, SeedFacts, run_batched
+    from baselines.rollout import describe, env_kwargs_for
+    from envs.scenarios.loader import load_scenario
+
+    groups: dict[tuple, list[int]] = {}
+    left: list[int] = []
+    fallback: list[str] = []
+    for i in order:
+        it = items[i]
+        if it.policy in REGISTRY and not has_batched(it.policy):
+            left.append(i)
+            if it.label not in fallback:
+                fallback.append(it.label)
+                print(f"evaluate.py: '{it.label}' has no batched form: its episodes run on the reference "
+                      f"simulator", file=sys.stderr)
+            continue
+        groups.setdefault((it.scenario, it.policy, it.label), []).append(i)
+    facts: dict[str, SeedFacts] = {}
+    for (sc, spec, label), idx in groups.items():
+        if sc not in facts:
+            facts[sc] = SeedFacts(lambda sc=sc: _make_env(sc, env_kwargs))
+        policy, kind = spec, "heuristic"
+        kw = dict(env_kwargs)
+        if spec not in REGISTRY:
+            policy = load_policy(spec, None, device=args.device)
+            kind = describe(policy)
+            kw.update(env_kwargs_for(policy))
+        kw.pop("invalid_action", None)  # the batched evaluator sets it from the policy
+        scenario = load_scenario(sc, **kw)
+        seeds = [episode_seed(items[i].seed, items[i].episode) for i in idx]
+        try:
+            out = run_batched(scenario, policy, label, seeds, facts=facts[sc],
+                              batch_size=args.batch_size or DEFAULT_BATCH, on_episode=bar.update)
+        except Exception as e:
+            from baselines import PolicyError
+
+            if isinstance(e, PolicyError):
+                raise UsageError(str(e)) from None
+            raise RuntimeError(f"policy '{label}' on scenario '{sc}' (batched backend) failed: "
+                               f"{type(e).__name__}: {e}") from e
+        for i, res in zip(idx, out):
+            res["kind"] = kind
+            res["item"] = items[i]
+            res["scenario_name"] = scenario.name
+            results[i] = res
+    return left, fallback
 
 
 def _safe(name: str) -> str:

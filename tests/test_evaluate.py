@@ -180,3 +180,93 @@ def test_several_scenarios_get_one_folder_each(tmp_path):
     for name in ("serving-small", "pipelines"):
         assert (tmp_path / name / "results.json").exists() and (tmp_path / name / "metrics.png").exists()
     assert (tmp_path / "results.csv").exists() and (tmp_path / "results.md").exists()
+
+
+# ---------------------------------------------------------------------- batched backend
+def _strip_walls(d):
+    if isinstance(d, dict):
+        return {k: _strip_walls(v) for k, v in d.items() if k not in ("wall_s", "wall_s_total", "settings")}
+    if isinstance(d, list):
+        return [_strip_walls(x) for x in d]
+    return d
+
+
+def test_batched_backend_gives_the_reference_results_and_outputs(tmp_path):
+    """Same JSON (statistics, per-seed values, bounds, pairing), same CSV, same Markdown table, on a
+    scenario with failures, two episodes per seed (episode seeds), chunks smaller than the seeds."""
+    common = ["--scenario", "faulty-cluster", "--seeds", "5-7", "--episodes", "2", "--policies", "adaptive",
+              "tetris", "random", "round-robin"]
+    ref = _run_cli(*common, "--out", str(tmp_path / "ref"))
+    bat = _run_cli(*common, "--out", str(tmp_path / "bat"), "--backend", "batched", "--batch-size", "4")
+    assert ref.returncode == 0 and bat.returncode == 0, bat.stderr
+    a = json.loads((tmp_path / "ref" / "results.json").read_text())
+    b = json.loads((tmp_path / "bat" / "results.json").read_text())
+    assert a["seeds"] == [5, 6, 7] and a["episodes_per_seed"] == 2
+    assert _strip_walls(a) == _strip_walls(b)
+    assert b["settings"]["backend"] == "batched" and b["settings"]["reference_backend_for"] == []
+    assert (tmp_path / "ref" / "results.csv").read_text() == (tmp_path / "bat" / "results.csv").read_text()
+    table = lambda p: [ln for ln in p.read_text().splitlines() if ln.startswith("|")]  # noqa: E731
+    assert table(tmp_path / "ref" / "results.md") == table(tmp_path / "bat" / "results.md")
+    assert "Warning: only 3 seed(s)" in (tmp_path / "bat" / "results.md").read_text()
+    for f in ("metrics.png", "latency_cdf.png"):
+        assert (tmp_path / "bat" / f).stat().st_size > 0
+
+
+def test_a_policy_with_no_batched_form_runs_on_the_reference_with_a_notice(tmp_path, capsys):
+    common = ["--scenario", "serving-small", "--seeds", "0", "--policies", "genetic", "fifo", "--no-progress"]
+    ref = evaluate(build_parser().parse_args([*common, "--out", str(tmp_path / "a")]))[0]
+    capsys.readouterr()
+    bat = evaluate(build_parser().parse_args([*common, "--out", str(tmp_path / "b"), "--backend", "batched"]))[0]
+    assert "'genetic' has no batched form: its episodes run on the reference simulator" in capsys.readouterr().err
+    assert bat["settings"]["reference_backend_for"] == ["genetic"]
+    assert _strip_walls(ref) == _strip_walls(bat)
+
+
+def test_batched_backend_evaluates_a_trained_model_like_the_reference(tmp_path):
+    from sb3_contrib import MaskablePPO
+
+    env = gym.make("modelsched/ServingSmall-v0")
+    model = MaskablePPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(64)
+    path = tmp_path / "tiny.zip"
+    model.save(path)
+    common = ["--scenario", "serving-small", "--seeds", "3", "4", "--policies", str(path), "fifo", "--device", "cpu"]
+    ref = evaluate(build_parser().parse_args([*common, "--out", str(tmp_path / "a"), "--no-progress"]))[0]
+    bat = evaluate(build_parser().parse_args([*common, "--out", str(tmp_path / "b"), "--no-progress",
+                                              "--backend", "batched"]))[0]
+    assert bat["policies"]["tiny"]["kind"] == "sb3:MaskablePPO"
+    assert _strip_walls(ref["policies"]) == _strip_walls(bat["policies"])
+    # A model of another scenario's spaces is refused with both shapes named.
+    r = _run_cli("--scenario", "serving-hetero", "--seeds", "0", "--policies", str(path), "--backend", "batched",
+                 "--out", str(tmp_path / "c"))
+    assert r.returncode == 2 and "trained on other spaces" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "gpu"], "invalid choice: 'gpu'"),
+    (["--batch-size", "4"], "--batch-size needs --backend batched"),
+    (["--backend", "batched", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--seeds", "9-3"], "seed range '9-3' is empty"),
+    (["--seeds", "x"], "'x' is not a seed"),
+])
+def test_batched_cli_bad_input(tmp_path, args, message):
+    r = _run_cli("--policies", "fifo", *(["--seeds", "0"] if "--seeds" not in args else []), *args,
+                 "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cuda_without_a_gpu_is_refused(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = _run_cli("--policies", "fifo", "--seeds", "0", "--backend", "batched", "--device", "cuda",
+                 "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "CUDA is not available" in r.stderr
+
+
+def test_seed_ranges_expand_inclusively():
+    args = build_parser().parse_args(["--seeds", "1000-1002", "7", "1001"])
+    from baselines.evaluation import _check_inputs
+
+    assert _check_inputs(args)[2] == [1000, 1001, 1002, 7]
