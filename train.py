@@ -20,6 +20,7 @@ import signal
 import sys
 
 from agents.envs import TEST_SEEDS, VALIDATION_SEEDS
+from agents.hyperparams import VEC_KINDS
 from agents.policies import POLICY_NETS
 from agents.registry import DEFAULT_ALGO, algo_names
 from agents.training import DEFAULT_EVAL_HEURISTICS, TrainConfig, train
@@ -31,7 +32,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--scenario", default="serving-small", help="built-in scenario name or YAML path")
     p.add_argument("--algo", default=DEFAULT_ALGO, help=f"one of {', '.join(algo_names())}")
     p.add_argument("--timesteps", type=int, default=None, help="training steps (default: hyperparameters' n_timesteps)")
-    p.add_argument("--n-envs", type=int, default=None, help="parallel envs, SubprocVecEnv if > 1 (default: hyperparameters)")
+    p.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: hyperparameters)")
+    p.add_argument("--vec", default="auto", choices=list(VEC_KINDS),
+                   help="env vectorisation: auto (SubprocVecEnv if n_envs > 1, else DummyVecEnv), dummy, subproc, "
+                        "or batched (the batched simulator, all envs in one process, with the hyperparameters' "
+                        "vec_batched entry: large rollouts and minibatches; default auto)")
     p.add_argument("--seed", type=int, default=0, help="root seed (training env i is seeded with seed + i)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--logdir", default="runs", help="parent folder of run folders")
@@ -53,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     a = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     return TrainConfig(
-        scenario=a.scenario, algo=a.algo, timesteps=a.timesteps, n_envs=a.n_envs, seed=a.seed,
+        scenario=a.scenario, algo=a.algo, timesteps=a.timesteps, n_envs=a.n_envs, vec=a.vec, seed=a.seed,
         device=a.device, logdir=a.logdir, eval_freq=a.eval_freq, eval_seeds=tuple(a.eval_seeds),
         eval_heuristics=tuple(a.eval_heuristics), checkpoint_freq=a.checkpoint_freq, resume=a.resume,
         overrides=a.overrides, policy_net=a.policy_net, final_eval=a.final_eval,

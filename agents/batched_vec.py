@@ -29,9 +29,10 @@ class BatchedVecEnv(VecEnv):
     ``seed + i``, as SB3 seeds the envs of a ``DummyVecEnv``)."""
 
     def __init__(self, scenario: str | Path | dict | Scenario = "serving-small", n_envs: int = 1, *,
-                 seed: int | None = None, invalid_action: str = "raise", **overrides: Any):
+                 seed: int | None = None, invalid_action: str = "raise", invalid_penalty: float = 1.0,
+                 **overrides: Any):
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, **overrides)
-        self.sim = BatchedSimulator(sc, n_envs, invalid_action=invalid_action)
+        self.sim = BatchedSimulator(sc, n_envs, invalid_action=invalid_action, invalid_penalty=invalid_penalty)
         sim = self.sim
         self.scenario = sc
         self.render_mode = None

@@ -18,6 +18,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import envs as _envs  # noqa: F401  (registers the modelsched ids)
+from agents.hyperparams import VEC_KINDS
 
 #: Seeds of the periodic evaluation during training (model selection: best_model.zip).
 VALIDATION_SEEDS: tuple[int, ...] = tuple(range(10_000, 10_005))
@@ -71,13 +72,42 @@ class _EnvFactory:
 
 
 def make_vec_env(scenario: str, n_envs: int = 1, env_kwargs: dict | None = None,
-                 shaping: dict | None = None, start_method: str | None = None) -> VecEnv:
-    """``n_envs`` Monitor-wrapped environments; ``SubprocVecEnv`` when ``n_envs > 1``.
+                 shaping: dict | None = None, start_method: str | None = None, vec: str = "auto") -> VecEnv:
+    """``n_envs`` training environments, vectorised by ``vec``: ``auto`` (``SubprocVecEnv``
+    when ``n_envs > 1``, else ``DummyVecEnv``), ``dummy``, ``subproc`` (of Monitor-wrapped
+    ``SchedulingEnv``), or ``batched`` (:class:`agents.batched_vec.BatchedVecEnv`, which gives the
+    same ``episode`` infos as Monitor; it has no per-env wrapper, so reward shaping is refused).
 
     Seeding is left to the algorithm (``model.set_random_seed`` seeds env ``i`` with seed + i),
     so a resumed model reseeds its new environments the same way.
     """
+    if vec not in VEC_KINDS:
+        raise ValueError(f"unknown vec {vec!r}: one of {', '.join(VEC_KINDS)}")
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    if vec == "batched":
+        if shaping:
+            raise ValueError("reward_shaping is not available with --vec batched (the batched VecEnv has no "
+                             "per-env wrapper to shape rewards): set -p reward_shaping=null or use another --vec")
+        from agents.batched_vec import BatchedVecEnv
+
+        kw = dict(env_kwargs or {})
+        if kw.get("render_mode") is not None:
+            raise ValueError("render_mode is not available with --vec batched")
+        kw.pop("render_mode", None)
+        return BatchedVecEnv(load_scenario_for(scenario, kw), n_envs,
+                             invalid_action=kw.pop("invalid_action", "raise"),
+                             invalid_penalty=kw.pop("invalid_penalty", 1.0))
     fns = [_EnvFactory(scenario, env_kwargs, shaping) for _ in range(n_envs)]
-    if n_envs > 1:
+    if vec == "subproc" or (vec == "auto" and n_envs > 1):
         return SubprocVecEnv(fns, start_method=start_method)
     return DummyVecEnv(fns)
+
+
+def load_scenario_for(scenario: str, env_kwargs: dict):
+    """The Scenario that ``make_env(scenario, env_kwargs)`` builds (env options removed from
+    ``env_kwargs``; the rest are scenario overrides, as ``SchedulingEnv`` takes them)."""
+    from envs.scenarios.loader import load_scenario
+
+    over = {k: v for k, v in env_kwargs.items() if k not in ("invalid_action", "invalid_penalty", "render_mode")}
+    return load_scenario(scenario, **over)

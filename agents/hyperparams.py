@@ -102,8 +102,14 @@ def hyperparams_file(algo: str) -> Path:
     return HYPERPARAMS_DIR / f"{get_algo(algo).name}.yml"
 
 
-def load_hyperparams(algo: str, scenario: str, overrides: dict | None = None) -> dict:
-    """Resolved hyperparameters (plain YAML-able values) for ``algo`` on ``scenario``."""
+#: Vectorisations of the training environments (``train.py --vec``).
+VEC_KINDS = ("auto", "dummy", "subproc", "batched")
+
+
+def load_hyperparams(algo: str, scenario: str, overrides: dict | None = None, vec: str = "auto") -> dict:
+    """Resolved hyperparameters (plain YAML-able values) for ``algo`` on ``scenario``; with
+    ``vec="batched"``, the file's ``vec_batched`` entry is merged over the scenario's (before
+    ``overrides``): the rollout and minibatch sizes that suit many instances per step."""
     spec = get_algo(algo)
     path = hyperparams_file(spec.name)
     table: dict = {}
@@ -115,6 +121,8 @@ def load_hyperparams(algo: str, scenario: str, overrides: dict | None = None) ->
     name = Path(str(scenario)).stem
     resolved = merge(RUN_KEYS, table.get("default") or {})
     resolved = merge(resolved, table.get(name) or {})
+    if vec == "batched":
+        resolved = merge(resolved, table.get("vec_batched") or {})
     resolved = merge(resolved, overrides or {})
     validate(spec.name, resolved, source=str(path))
     return resolved

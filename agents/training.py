@@ -46,7 +46,12 @@ class TrainConfig:
     timesteps: int | None = None
     """Environment steps to train (None: ``n_timesteps`` of the hyperparameters)."""
     n_envs: int | None = None
-    """Parallel environments (None: hyperparameters' ``n_envs``); SubprocVecEnv when > 1."""
+    """Parallel environments (None: hyperparameters' ``n_envs``)."""
+    vec: str = "auto"
+    """How the training envs are vectorised: ``auto`` (SubprocVecEnv when n_envs > 1, else
+    DummyVecEnv), ``dummy``, ``subproc``, or ``batched`` (:class:`agents.batched_vec.BatchedVecEnv`:
+    the batched simulator, all instances in one process; hyperparameters' ``vec_batched``
+    entry applies)."""
     seed: int = 0
     """Root seed: model initialisation and sampling, and training env i reset with seed + i."""
     device: str = "auto"
@@ -100,7 +105,7 @@ def resolve_hyperparams(cfg: TrainConfig) -> dict:
         cli["n_envs"] = int(cfg.n_envs)
     if cfg.policy_net is not None:
         cli["policy_net"] = cfg.policy_net
-    return load_hyperparams(cfg.algo, cfg.scenario, merge(parse_overrides(cfg.overrides), cli))
+    return load_hyperparams(cfg.algo, cfg.scenario, merge(parse_overrides(cfg.overrides), cli), vec=cfg.vec)
 
 
 def git_revision(repo: Path = REPO) -> dict[str, Any]:
@@ -178,6 +183,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg.algo = spec.name
     hp = resolve_hyperparams(cfg)
     n_envs = int(hp["n_envs"])
+    if cfg.vec == "batched":
+        from agents.hyperparams import load_hyperparams
+
+        plain = load_hyperparams(cfg.algo, cfg.scenario, parse_overrides(cfg.overrides))
+        changed = {k: hp[k] for k in hp if hp[k] != plain.get(k)}
+        print(f"--vec batched: {n_envs} instances of the batched simulator; hyperparameters changed by the "
+              f"vec_batched entry and the flags: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     check_seed_sets(cfg.seed, n_envs)
     if hp["pretrain"] and not cfg.resume:
         pt = hp["pretrain"]
@@ -196,7 +208,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     shaping = dict(hp["reward_shaping"] or {})
     if shaping:
         shaping["gamma"] = float(hp.get("gamma", 0.99))
-    env = make_vec_env(cfg.scenario, n_envs, env_kwargs, shaping=shaping)
+    env = make_vec_env(cfg.scenario, n_envs, env_kwargs, shaping=shaping, vec=cfg.vec)
     if hp["normalize_reward"]:
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=hp.get("gamma", 0.99))
     model = build_model(cfg, hp, env, cfg.device)

@@ -30,9 +30,83 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit, prange
 
 from baselines.base import NOISE_Z, rng_for
 from envs.batched import dynamics as dyn
+
+_TABLES: dict[int, tuple] = {}
+
+
+def _tables(cl) -> tuple:
+    """Per-capability tables of the cluster, contiguous, for the view kernel (cached)."""
+    t = _TABLES.get(id(cl))
+    if t is None or t[0] is not cl:
+        t = (cl, np.ascontiguousarray(cl.slot_accuracy, dtype=np.float64),
+             np.ascontiguousarray(cl.slot_variant, dtype=np.int64),
+             np.ascontiguousarray(cl.slot_load, dtype=np.float64))
+        _TABLES[id(cl)] = t
+    return t[1:]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _fill_view(rows, K, V, D, E0, factor, now_all, qlen_all, ids_all, tkind_all, ktab_all, kres_all, res_all, dup_all,
+               dbusy_all, ttimes_all, slot_acc, slot_var, slot_load,
+               n_out, est_o, safe_o, exec_o, load_o, cold_o, runs_o, dl_o, arr_o, prio_o, caps_o, size_o,
+               raw_o, slack_o, slo_o, acc_o, var_o, wait_o):
+    """Every field of the view, row by row, with the per-instance view's arithmetic (each
+    element is the same IEEE operation sequence as the numpy expressions of
+    ``base.DecisionView``, so the values are bit-identical)."""
+    VD = V * D
+    for j in prange(len(rows)):
+        b = rows[j]
+        now = now_all[b]
+        q = qlen_all[b]
+        n = q if q < K else K
+        n_out[j] = n
+        for d in range(D):
+            x = dbusy_all[b, d] - now
+            wait_o[j, d] = x if x > 0.0 else 0.0
+        for k in range(K):
+            t = ids_all[b, k]
+            kid = tkind_all[b, t]
+            present = k < n
+            c = np.int64(ktab_all[b, kid, 3]) if present else 0
+            caps_o[j, k] = c
+            if present:
+                dl, ar = ttimes_all[b, t, 1], ttimes_all[b, t, 0]
+                dl_o[j, k], arr_o[j, k], prio_o[j, k] = dl, ar, ttimes_all[b, t, 2]
+                size_o[j, k] = ktab_all[b, kid, 0] + ktab_all[b, kid, 1]
+                x = dl - ar
+                slo_o[j, k] = x if x > 1e-12 else 1e-12
+            else:
+                dl = np.inf
+                dl_o[j, k], arr_o[j, k], prio_o[j, k], size_o[j, k], slo_o[j, k] = dl, 0.0, 0.0, 0.0, 1.0
+            raw_o[j, k] = ktab_all[b, kid, 0]
+            slack_o[j, k] = dl - now
+            for v in range(V):
+                var = slot_var[c, v] if present else -1
+                acc_o[j, k, v] = slot_acc[c, v] if present else -np.inf
+                var_o[j, k, v] = var
+                m = var if var > 0 else 0
+                for d in range(D):
+                    e = v * D + d
+                    up = dup_all[b, d] != 0
+                    wu = wait_o[j, d] if up else np.inf
+                    cold_w = 1.0 if res_all[b, kres_all[b, kid, e]] == 0 else 0.0
+                    est = ktab_all[b, kid, E0 + e] + wu + cold_w * ktab_all[b, kid, E0 + VD + e]
+                    ld = slot_load[c, v, d]
+                    cold = res_all[b, m * D + d] == 0
+                    load_o[j, k, v, d] = ld
+                    cold_o[j, k, v, d] = cold
+                    finite = np.isfinite(est)
+                    ex = (est - wait_o[j, d]) - (1.0 if cold else 0.0) * ld if finite else np.inf
+                    exec_o[j, k, v, d] = ex
+                    runs = finite and up
+                    runs_o[j, k, v, d] = runs
+                    em = est if runs else np.inf
+                    est_o[j, k, v, d] = em
+                    safe_o[j, k, v, d] = em + (factor - 1.0) * ex if factor != 1.0 else em
 
 
 class BatchedView:
@@ -43,56 +117,33 @@ class BatchedView:
         self.bsim, self.cluster, self.rows = bsim, cl, rows
         K, V, D = self.K, self.V, self.D = bsim.K, bsim.V, bsim.D
         R = self.R = len(rows)
-        si, sf = S.si[rows], S.sf[rows]
-        self.now = now = sf[:, dyn.NOW]  # (R,)
-        q = si[:, dyn.QLEN].astype(np.int64)
-        self.qlen = q
-        self.n = n = np.minimum(q, K)
+        self.now = S.sf[rows, dyn.NOW]
+        self.qlen = S.si[rows, dyn.QLEN].astype(np.int64)
         self.mask = S.mask[rows, :-1].reshape(R, K, V, D)
-        ids = S.ids[rows].astype(np.int64)  # (R, K), padding: the padding row
-        r = np.arange(R)[:, None]
-        rr = rows[:, None]
-        kid = S.tkind[rr, ids].astype(np.int64)  # (R, K) shape row of each slot
-        rows_k = S.ktab[rr, kid]  # (R, K, KT)
-        E0, VD = bsim.ci[dyn.CI_E0], V * D
-        w_exec = rows_k[:, :, E0:E0 + VD].reshape(R, K, V, D)
-        w_load = rows_k[:, :, E0 + VD:].reshape(R, K, V, D)
-        resident = S.resident[rows].astype(bool)  # (R, M*D)
-        kres = S.kres[rr, kid].astype(np.int64)  # (R, K, VD)
-        cold_w = ~np.take_along_axis(resident, kres.reshape(R, K * VD), axis=1).reshape(R, K, V, D)
-        dev_up = S.dup[rows].astype(bool)  # (R, D)
-        busy_until = S.dbusy[rows]
-        self.dev_up = dev_up
-        self.dev_idle = S.didle[rows].astype(bool)
-        wait_up = np.where(dev_up, np.maximum(busy_until - now[:, None], 0.0), np.inf)
-        est = w_exec + wait_up[:, None, None, :] + cold_w * w_load  # Simulator.estimates
-        present = np.arange(K)[None, :] < n[:, None]
-        self.present = present
-        times = S.ttimes[rr, ids]  # (R, K, 4)
-        deadline = np.where(present, times[:, :, 1], np.inf)
-        arrival = np.where(present, times[:, :, 0], 0.0)
-        priority = np.where(present, times[:, :, 2], 0.0)
-        caps = np.where(present, rows_k[:, :, 3].astype(np.int64), 0)
-        self.deadline, self.arrival, self.priority, self.caps = deadline, arrival, priority, caps
-        self.size = np.where(present, rows_k[:, :, 0] + rows_k[:, :, 1], 0.0)
-        self.raw_size = rows_k[:, :, 0]
-        self.slack = deadline - now[:, None]
-        self.slo = np.where(present, np.maximum(deadline - arrival, 1e-12), 1.0)
-        self.acc = np.where(present[:, :, None], cl.slot_accuracy[caps], -np.inf)  # (R, K, V)
-        self.variant = np.where(present[:, :, None], cl.slot_variant[caps], -1)  # (R, K, V)
-        self.wait = np.maximum(busy_until - now[:, None], 0.0)  # (R, D)
-        self.load = cl.slot_load[caps]  # (R, K, V, D)
-        self.resident = resident.reshape(R, cl.num_variants, D)
-        var = np.maximum(self.variant, 0)
-        self.cold = ~self.resident[r[:, :, None], var]  # (R, K, V, D)
-        finite = np.isfinite(est)
-        with np.errstate(invalid="ignore"):
-            self.exec = np.where(finite, est - self.wait[:, None, None, :] - self.cold * self.load, np.inf)
-        self.runs = finite & dev_up[:, None, None, :]
-        self.est = np.where(self.runs, est, np.inf)
         sigma = float(bsim.cf[dyn.CF_SIGMA])
         factor = math.exp(NOISE_Z * sigma) if sigma > 0 else 1.0
-        self.est_safe = self.est + (factor - 1.0) * self.exec if factor != 1.0 else self.est
+        tabs = _tables(cl)
+        f4 = lambda: np.empty((R, K, V, D))  # noqa: E731
+        b4 = lambda: np.empty((R, K, V, D), dtype=np.bool_)  # noqa: E731
+        f2 = lambda: np.empty((R, K))  # noqa: E731
+        self.n = np.empty(R, dtype=np.int64)
+        self.est, self.est_safe, self.exec, self.load = f4(), f4(), f4(), f4()
+        self.cold, self.runs = b4(), b4()
+        self.deadline, self.arrival, self.priority, self.size, self.raw_size, self.slack, self.slo = (
+            f2(), f2(), f2(), f2(), f2(), f2(), f2())
+        self.caps = np.empty((R, K), dtype=np.int64)
+        self.acc = np.empty((R, K, V))
+        self.variant = np.empty((R, K, V), dtype=np.int64)
+        self.wait = np.empty((R, D))
+        _fill_view(rows, K, V, D, int(bsim.ci[dyn.CI_E0]), factor, S.sf[:, dyn.NOW], S.si[:, dyn.QLEN], S.ids, S.tkind, S.ktab,
+                   S.kres, S.resident, S.dup, S.dbusy, S.ttimes, *tabs,
+                   self.n, self.est, self.est_safe, self.exec, self.load, self.cold, self.runs,
+                   self.deadline, self.arrival, self.priority, self.caps, self.size, self.raw_size, self.slack,
+                   self.slo, self.acc, self.variant, self.wait)
+        self.present = np.arange(K)[None, :] < self.n[:, None]
+        self.dev_up = S.dup[rows].astype(bool)
+        self.dev_idle = S.didle[rows].astype(bool)
+        self.resident = S.resident[rows].astype(bool).reshape(R, cl.num_variants, D)
         self.mem_used = S.dmem[rows]  # (R, D)
         self.busy_time = S.dbtime[rows]  # (R, D)
 
@@ -335,105 +386,156 @@ class BatchedTetris(BatchedPolicy):
 
 
 # ====================================================================== completion-time placement
+MCT, INFAAS, CLIPPER_HIGH, CLIPPER_LOW, ADAPTIVE = range(5)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _argmin_vd(e, ok, v, D, use_ok):
+    """First d minimising e[v, d] (over ok[v, d] if use_ok; inf elsewhere), np.argmin's choice."""
+    best, bd = np.inf, 0
+    for d in range(D):
+        x = e[v, d] if (ok[v, d] or not use_ok) else np.inf
+        if x < best:
+            best, bd = x, d
+    return bd
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _completion_time(rule, n, runs, est, est_safe, exec_, cold, load, mask, slack, acc, amort, capok, fast,
+                     V, D, wait_action, out):
+    """``heuristics._CompletionTimePolicy.decide`` and the ``choose`` of each rule, per row: tasks
+    oldest first, each picks (v, d) over the up devices with the work reserved so far added;
+    an idle choice is the action, a busy one reserves its work on that device."""
+    for j in prange(len(n)):
+        extra = np.zeros(D)
+        e = np.empty((V, D))
+        es = np.empty((V, D))
+        ok = np.zeros((V, D), dtype=np.bool_)
+        out[j] = wait_action
+        for k in range(n[j]):
+            anyrun = False
+            for v in range(V):
+                for d in range(D):
+                    r = runs[j, k, v, d]
+                    anyrun = anyrun or r
+                    e[v, d] = est[j, k, v, d] + extra[d] if r else np.inf
+                    es[v, d] = est_safe[j, k, v, d] + extra[d] if r else np.inf
+            if not anyrun:
+                continue
+            # mct: the first (v, d) of least completion (np.argmin over the flattened array)
+            best, bv, bd = np.inf, 0, 0
+            for v in range(V):
+                for d in range(D):
+                    if e[v, d] < best:
+                        best, bv, bd = e[v, d], v, d
+            found = True
+            if rule == INFAAS:
+                anyok = False
+                for v in range(V):
+                    for d in range(D):
+                        ok[v, d] = es[v, d] <= slack[j, k]
+                        anyok = anyok or ok[v, d]
+                if anyok:
+                    bc, cv = np.inf, 0
+                    for v in range(V):
+                        c, rowok = np.inf, False
+                        for d in range(D):
+                            x = exec_[j, k, v, d]
+                            x = x if np.isfinite(x) else np.inf
+                            if x < c:
+                                c = x
+                            rowok = rowok or ok[v, d]
+                        if not rowok:
+                            c = np.inf
+                        if c < bc:
+                            bc, cv = c, v
+                    bv = cv
+                    bd = _argmin_vd(e, ok, bv, D, True)
+            elif rule == CLIPPER_HIGH or rule == CLIPPER_LOW:
+                found = False
+                for v in range(V):
+                    usable = False
+                    for d in range(D):
+                        usable = usable or np.isfinite(e[v, d])
+                    if usable:
+                        bv = v
+                        found = True
+                        if rule == CLIPPER_LOW:
+                            break
+                if found:
+                    bd = _argmin_vd(e, ok, bv, D, False)
+            elif rule == ADAPTIVE and not fast[j]:
+                anyok = False
+                for v in range(V):
+                    for d in range(D):
+                        ok[v, d] = (amort[j, k, v, d] + extra[d] <= slack[j, k]) and capok[j, k, v, d]
+                        anyok = anyok or ok[v, d]
+                if anyok:
+                    ba, av = -np.inf, 0
+                    for v in range(V):
+                        rowok = False
+                        for d in range(D):
+                            rowok = rowok or ok[v, d]
+                        a = acc[j, k, v] if rowok else -np.inf
+                        if a > ba:
+                            ba, av = a, v
+                    bv = av
+                    bd = _argmin_vd(e, ok, bv, D, True)
+            if not found:
+                continue
+            if mask[j, k, bv, bd]:
+                out[j] = (k * V + bv) * D + bd
+                break
+            extra[bd] += exec_[j, k, bv, bd] + (1.0 if cold[j, k, bv, bd] else 0.0) * load[j, k, bv, bd]
+
+
 class _CompletionTime(BatchedPolicy):
-    """Tasks oldest first; each picks (v, d) over every up device by :meth:`choose`; an idle
-    choice is started, a busy one reserved (``heuristics._CompletionTimePolicy``)."""
+    """Tasks oldest first; each picks (v, d) over every up device by the rule's choice; an idle
+    choice is started, a busy one reserved (``heuristics._CompletionTimePolicy``). The loop is
+    compiled (:func:`_completion_time`), one row per instance."""
 
-    def prepare(self, view):  # noqa: B027 (a hook)
-        pass
+    rule = MCT
 
-    def choose(self, view, k, est, est_safe, extra, r):
-        """(v, d, found) for slot k of rows r given (n, V, D) estimates with reservations."""
-        raise NotImplementedError
+    def prepare(self, view):
+        """(amortised, cap, fast) arrays of ``adaptive``; placeholders for the other rules."""
+        z = np.zeros((1, 1, 1, 1))
+        return z, z.astype(bool), np.zeros(view.R, dtype=bool)
 
     def decide(self, view):
-        R, K = view.R, view.K
-        self.prepare(view)
-        extra = np.zeros((R, view.D))
-        out = np.full(R, view.wait_action, dtype=np.int64)
-        pending = np.ones(R, dtype=bool)
-        for k in range(K):
-            live = pending & (k < view.n) & view.runs[:, k].reshape(R, -1).any(axis=1)
-            r = np.flatnonzero(live)
-            if not len(r):
-                if not (pending & (k < view.n)).any():
-                    break
-                continue
-            runs = view.runs[r, k]
-            ex = extra[r][:, None, :]
-            est = np.where(runs, view.est[r, k] + ex, np.inf)
-            est_safe = np.where(runs, view.est_safe[r, k] + ex, np.inf)
-            v, d, found = self.choose(view, k, est, est_safe, extra[r], r)
-            r, v, d = r[found], v[found], d[found]
-            start = view.mask[r, k, v, d]
-            out[r[start]] = view.actions(k, v[start], d[start])
-            pending[r[start]] = False
-            rb, vb, db = r[~start], v[~start], d[~start]
-            extra[rb, db] += view.exec[rb, k, vb, db] + view.cold[rb, k, vb, db] * view.load[rb, k, vb, db]
+        amort, capok, fast = self.prepare(view)
+        out = np.empty(view.R, dtype=np.int64)
+        _completion_time(self.rule, view.n, view.runs, view.est, view.est_safe, view.exec, view.cold, view.load,
+                         np.ascontiguousarray(view.mask), view.slack, view.acc, amort, capok, fast, view.V, view.D,
+                         view.wait_action, out)
         return out
-
-
-def _mct(est):
-    v, d = argmin_flat(est)
-    return v, d, np.ones(len(est), dtype=bool)
 
 
 class BatchedMct(_CompletionTime):
     name = "mct"
-
-    def choose(self, view, k, est, est_safe, extra, r):
-        return _mct(est)
-
-
-def _best_device(ok_v, est_v):
-    return np.argmin(np.where(ok_v, est_v, np.inf), axis=1)
+    rule = MCT
 
 
 class BatchedInfaas(_CompletionTime):
     name = "infaas"
-
-    def choose(self, view, k, est, est_safe, extra, r):
-        n = len(r)
-        ok = est_safe <= view.slack[r, k][:, None, None]
-        has = ok.reshape(n, -1).any(axis=1)
-        v0, d0, _ = _mct(est)
-        ex = view.exec[r, k]
-        cost = np.where(np.isfinite(ex), ex, np.inf).min(axis=2)  # (n, V)
-        cost = np.where(ok.any(axis=2), cost, np.inf)
-        v1 = np.argmin(cost, axis=1)
-        i = np.arange(n)
-        d1 = _best_device(ok[i, v1], est[i, v1])
-        return np.where(has, v1, v0), np.where(has, d1, d0), np.ones(n, dtype=bool)
+    rule = INFAAS
 
 
-class _BatchedClipper(_CompletionTime):
-    high = True
-
-    def choose(self, view, k, est, est_safe, extra, r):
-        n = len(r)
-        usable = np.isfinite(est).any(axis=2)  # (n, V)
-        found = usable.any(axis=1)
-        V = usable.shape[1]
-        v = (V - 1 - np.argmax(usable[:, ::-1], axis=1)) if self.high else np.argmax(usable, axis=1)
-        d = np.argmin(est[np.arange(n), v], axis=1)
-        return v, d, found
-
-
-class BatchedClipperHighAcc(_BatchedClipper):
+class BatchedClipperHighAcc(_CompletionTime):
     name = "clipper-high-acc"
-    high = True
+    rule = CLIPPER_HIGH
 
 
-class BatchedClipperLowAcc(_BatchedClipper):
+class BatchedClipperLowAcc(_CompletionTime):
     name = "clipper-low-acc"
-    high = False
+    rule = CLIPPER_LOW
 
 
 class BatchedAdaptive(_CompletionTime):
-    """``adaptive`` (``heuristics.AdaptivePolicy``); the reference latency of each task shape
-    is computed once per episode set-up with ``Cluster.reference_times`` (the same numbers)."""
+    """``adaptive`` (``heuristics.AdaptivePolicy``); the reference latency of each window task
+    comes from ``Cluster.reference_times`` (the same numbers as its cached scalar method)."""
 
     name = "adaptive"
+    rule = ADAPTIVE
 
     def __init__(self, num_envs, seed=None, threshold: float | None = None, occupancy: float | None = None, **kw):
         from baselines.heuristics import AdaptivePolicy
@@ -483,23 +585,13 @@ class BatchedAdaptive(_CompletionTime):
         self.min_slo[rows] = m
         up = np.maximum(view.dev_up.sum(axis=1), 1)
         busy = (~view.dev_idle & view.dev_up).sum(axis=1)
-        self._fast = (view.qlen + busy) / up > self.threshold
+        fast = (view.qlen + busy) / up > self.threshold
         free = cl.dev_memory[None, :] - view.mem_used  # (R, D)
         fits = cl.var_memory[np.maximum(view.variant, 0)][:, :, :, None] <= free[:, None, None, :]
         amortised = view.est_safe - np.where(fits, view.cold * view.load, 0.0)
-        self._amortised = np.where(view.runs, amortised, np.inf)
-        self._cap = view.exec <= self.occupancy * m[:, None, None, None]
-
-    def choose(self, view, k, est, est_safe, extra, r):
-        n = len(r)
-        v0, d0, _ = _mct(est)
-        ok = (self._amortised[r, k] + extra[:, None, :] <= view.slack[r, k][:, None, None]) & self._cap[r, k]
-        slow = ~self._fast[r] & ok.reshape(n, -1).any(axis=1)
-        acc = np.where(ok.any(axis=2), view.acc[r, k], -np.inf)
-        v1 = np.argmax(acc, axis=1)
-        i = np.arange(n)
-        d1 = _best_device(ok[i, v1], est[i, v1])
-        return np.where(slow, v1, v0), np.where(slow, d1, d0), np.ones(n, dtype=bool)
+        amortised = np.where(view.runs, amortised, np.inf)
+        cap = view.exec <= self.occupancy * m[:, None, None, None]
+        return amortised, cap, fast
 
 
 #: name -> batched rule, for every registered heuristic that has one (all but ``genetic``).

@@ -18,6 +18,29 @@ N_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 
 
+_RESAMPLES: dict[tuple[int, int, int], list] = {}
+
+
+def _resamples(n: int, n_resamples: int, seed: int) -> list:
+    """The resample index chunks ``(start, (rows, n) indices)`` of a sample of size n: the draws
+    of a generator seeded with ``seed``, kept (as int32) for the next metric of the same size,
+    since every metric and policy over the same seeds resamples the same way."""
+    key = (n, n_resamples, seed)
+    chunks = _RESAMPLES.get(key)
+    if chunks is None:
+        rng = np.random.default_rng(seed)
+        chunks = []
+        chunk = max(1, 2_000_000 // n)  # bound memory for long samples
+        for lo in range(0, n_resamples, chunk):
+            hi = min(n_resamples, lo + chunk)
+            idx = rng.integers(0, n, size=(hi - lo, n))
+            chunks.append((lo, idx.astype(np.int32) if n < 2**31 else idx))
+        if len(_RESAMPLES) >= 4:
+            _RESAMPLES.pop(next(iter(_RESAMPLES)))
+        _RESAMPLES[key] = chunks
+    return chunks
+
+
 def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = N_RESAMPLES,
                  seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """Percentile-bootstrap CI of the mean of ``values`` (finite values only).
@@ -32,13 +55,9 @@ def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, n_resampl
         return math.nan, math.nan
     if x.size == 1 or np.all(x == x[0]):
         return float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
     means = np.empty(n_resamples)
-    chunk = max(1, 2_000_000 // x.size)  # bound memory for long samples
-    for lo in range(0, n_resamples, chunk):
-        hi = min(n_resamples, lo + chunk)
-        idx = rng.integers(0, x.size, size=(hi - lo, x.size))
-        means[lo:hi] = x[idx].mean(axis=1)
+    for lo, idx in _resamples(x.size, n_resamples, seed):
+        means[lo:lo + len(idx)] = x[idx].mean(axis=1)
     alpha = (1.0 - confidence) / 2.0
     lo_q, hi_q = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
     return float(lo_q), float(hi_q)

@@ -9,12 +9,18 @@ for the scenario):
   training time (1.0: the environment is free);
 * both again with ``--n-envs`` > 1 environments in a ``SubprocVecEnv``;
 * SB3 PPO (MlpPolicy, default hyperparameters) on CartPole-v1, for reference;
-* the bare environment step rate (random valid actions, mask and observation included).
+* the bare environment step rate (random valid actions, mask and observation included);
+* the vectorisations of ``train.py --vec`` on the same policy network (``--vecs``, default
+  ``dummy:1 subproc:2 batched:64 batched:256``): today's path (``DummyVecEnv`` of one env, the
+  hyperparameters' rollout and minibatch) against ``SubprocVecEnv`` and the batched VecEnv
+  (with the ``vec_batched`` hyperparameters: rollouts of 16,384 steps, minibatches of 2,048),
+  each as fps and as a ratio to the first.
 
 Usage::
 
     .venv/bin/python benchmarks/train_speed.py                      # serving-small, 16384 steps
     .venv/bin/python benchmarks/train_speed.py --timesteps 32768 --policy-net attention
+    .venv/bin/python benchmarks/train_speed.py --no-standin --vecs dummy:1 batched:64 --device cuda
 
 Figures depend on the machine and on what else runs on it: compare ratios, not absolute fps.
 """
@@ -126,12 +132,38 @@ def fps_of(model, timesteps: int) -> float:
     return timesteps / (time.perf_counter() - t0)
 
 
-def maskable_ppo(env, hp: dict, policy_net: str, seed: int):
+def maskable_ppo(env, hp: dict, policy_net: str, seed: int, device: str = "cpu"):
     from sb3_contrib import MaskablePPO
 
     kwargs = algo_kwargs(hp)
     policy, policy_kwargs = policy_for(policy_net, "maskable_ppo", kwargs.pop("policy_kwargs", None))
-    return MaskablePPO(policy, env, policy_kwargs=policy_kwargs, seed=seed, device="cpu", verbose=0, **kwargs)
+    return MaskablePPO(policy, env, policy_kwargs=policy_kwargs, seed=seed, device=device, verbose=0, **kwargs)
+
+
+def parse_vec(text: str) -> tuple[str, int]:
+    kind, _, n = text.partition(":")
+    if kind not in ("dummy", "subproc", "batched") or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KIND:N with KIND dummy, subproc or batched, N >= 1")
+    return kind, int(n)
+
+
+def vec_rows(a, net: str, device: str) -> list[tuple[str, int, dict, float]]:
+    """fps of MaskablePPO through each vectorisation of ``a.vecs`` (same network)."""
+    rows = []
+    for kind, n in a.vecs:
+        hp = load_hyperparams("maskable_ppo", a.scenario, {"n_envs": n}, vec=kind)
+        env = make_vec_env(a.scenario, n, vec=kind)
+        steps = max(a.timesteps, 2 * n * int(hp["n_steps"]))  # at least two rollouts timed
+        model = maskable_ppo(env, hp, net, a.seed, device)
+        model.learn(n * int(hp["n_steps"]))  # warm-up: one rollout and update (compilation, allocations)
+        t0 = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        fps = steps / (time.perf_counter() - t0)
+        env.close()
+        rows.append((f"{kind}:{n}", n, hp, fps))
+        print(f"  {kind} x{n}: n_steps {hp['n_steps']}, batch {hp['batch_size']}, {steps} timed steps: "
+              f"{fps:,.0f} fps", flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cartpole", action="store_true", help="skip the CartPole reference")
+    p.add_argument("--no-standin", action="store_true", help="skip the stand-in and CartPole measurements")
+    p.add_argument("--vecs", nargs="*", type=parse_vec, default=[("dummy", 1), ("subproc", 2), ("batched", 64),
+                                                                 ("batched", 256)],
+                   metavar="KIND:N", help="vectorisations to compare (empty: none)")
+    p.add_argument("--device", default="cpu", help="torch device of the vectorisation comparison (cpu, cuda, auto)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     hp = load_hyperparams("maskable_ppo", a.scenario)
@@ -156,6 +194,18 @@ def main(argv: list[str] | None = None) -> int:
           f"torch threads {a.threads}; n_steps {hp['n_steps']}, batch {hp['batch_size']}, epochs {hp['n_epochs']}")
     raw = env_step_rate(a.scenario, 5_000)
     print(f"bare env step (random valid action, mask + observation): {raw:,.0f} steps/s")
+    if a.vecs:
+        print(f"vectorisations (train.py --vec), MaskablePPO {net} on {device}:")
+        vrows = vec_rows(a, net, device)
+        print()
+        print(f"| vec | n_envs | n_steps | batch_size | fps | ratio to {vrows[0][0]} |")
+        print("|---|---|---|---|---|---|")
+        for label, n, hp, fps in vrows:
+            print(f"| {label.split(':')[0]} | {n} | {hp['n_steps']} | {hp['batch_size']} | {fps:,.0f} | "
+                  f"{fps / vrows[0][3]:.2f} |")
+        print()
+    if a.no_standin:
+        return 0
 
     rows = []
     for n in a.n_envs:
