@@ -2,6 +2,7 @@
 
     python evaluate.py --scenario serving-small --policies all --seeds 0 1 --out results/small
     python evaluate.py --scenario serving-small --policies mct runs/ppo/best_model.zip --jobs 4
+    python evaluate.py --scenario serving-small --policies all --seeds 1000-1999 --backend batched
 
 Default seeds are the evaluation set 1000..1009 (training uses 0..999). See
 ``baselines/evaluation.py`` for the statistics and the output files; bad input (unknown policy

@@ -15,7 +15,8 @@ built-in id). Rules that keep state across an episode (``round-robin``'s next de
 instance's episode seed.
 
 Two rules are not fully vectorized: ``random`` draws from one generator per instance (its
-stream is the per-instance rule's, so the draws are a loop over rows), and ``tetris``
+stream is the per-instance rule's, so the draws are a loop over rows; the choice from them is
+vectorized), and ``tetris``
 normalises its score with means over each instance's own candidates (computed row by row,
 numpy's summation order, which a masked batched sum would not reproduce). ``genetic`` (a search
 per decision) has no batched form: the batched evaluator runs it on the reference simulator
@@ -246,8 +247,12 @@ class BatchedRandom(BatchedPolicy):
     def act(self, bsim, rows=None):
         rows = np.arange(bsim.num_envs) if rows is None else np.asarray(rows, dtype=np.int64)
         masks = bsim.v.mask[rows]
-        return np.array([int(self.rngs[b].choice(np.flatnonzero(m))) for b, m in zip(rows.tolist(), masks)],
-                        dtype=np.int64)
+        counts = masks.sum(axis=1).tolist()
+        # rng.choice(valid) draws rng.integers(0, len(valid)) and indexes valid with it (the
+        # same stream: tests/test_batched_policies.py); the draw-th valid action is found with
+        # one cumulative sum over the rows.
+        draws = np.array([self.rngs[b].integers(0, c) for b, c in zip(rows.tolist(), counts)], dtype=np.int64)
+        return np.argmax(np.cumsum(masks, axis=1) > draws[:, None], axis=1).astype(np.int64)
 
 
 class BatchedFifo(BatchedPolicy):

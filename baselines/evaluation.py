@@ -11,6 +11,11 @@ left out of that metric (``n`` counts the seeds used; all-NaN gives ``null``). P
 differences against the best heuristic (best mean on the scenario's primary metric) are the
 per-seed differences with their own bootstrap CI.
 
+**Backends.** ``--backend reference`` plays each episode on its own ``SchedulingEnv``;
+``--backend batched`` plays many seeds at once on the batched simulator
+(:mod:`baselines.batched_eval`): heuristics with a batched form and SB3 models run there,
+``genetic`` on the reference (with a notice). Both give the same results and outputs.
+
 **Outputs** in ``--out`` (one scenario) or ``--out/<scenario>/`` (several; then ``--out`` also
 gets ``results.json`` = ``{"scenarios": [...]}``, a combined ``results.csv`` and ``results.md``):
 ``results.json``, ``results.csv`` (long: scenario, policy, seed, metric, value; the bound's rows
@@ -428,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="built-in scenario name or YAML path (repeatable; default serving-small)")
     ap.add_argument("--policies", nargs="+", default=["all"], metavar="P",
                     help="heuristic names, 'all' (every heuristic), or paths to SB3 .zip models")
+    ap.add_argument("--exclude", nargs="+", default=[], metavar="P",
+                    help="policies left out of --policies (e.g. --policies all --exclude genetic)")
     ap.add_argument("--seeds", nargs="+", type=seed_arg, default=None, metavar="S",
                     help="evaluation seeds: integers and inclusive ranges A-B, e.g. 1000-1999 (default 1000-1009)")
     ap.add_argument("--episodes", type=int, default=1, help="episodes per seed (default 1)")
@@ -502,6 +509,12 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
         for q in (names() if p == "all" else [p]):
             if q not in specs:
                 specs.append(q)
+    unknown = [x for x in args.exclude if x not in specs]
+    if unknown:
+        raise UsageError(f"--exclude: {', '.join(unknown)} not among the policies asked for ({', '.join(specs)})")
+    specs = [x for x in specs if x not in args.exclude]
+    if not specs:
+        raise UsageError("--exclude leaves no policy to evaluate")
     policies, seen = [], set()
     for spec in specs:
         if spec not in REGISTRY:

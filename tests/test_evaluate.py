@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+import baselines
 import envs  # noqa: F401  (registers the ids)
 from baselines import make, run_episode
 from baselines.evaluation import EVAL_SEEDS, TRAINING_SEEDS, build_parser, episode_seed, evaluate
@@ -248,6 +249,8 @@ def test_batched_backend_evaluates_a_trained_model_like_the_reference(tmp_path):
     (["--backend", "batched", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["--seeds", "9-3"], "seed range '9-3' is empty"),
     (["--seeds", "x"], "'x' is not a seed"),
+    (["--exclude", "mct"], "--exclude: mct not among the policies asked for (fifo)"),
+    (["--exclude", "fifo"], "--exclude leaves no policy to evaluate"),
 ])
 def test_batched_cli_bad_input(tmp_path, args, message):
     r = _run_cli("--policies", "fifo", *(["--seeds", "0"] if "--seeds" not in args else []), *args,
@@ -266,7 +269,10 @@ def test_cuda_without_a_gpu_is_refused(tmp_path):
 
 
 def test_seed_ranges_expand_inclusively():
-    args = build_parser().parse_args(["--seeds", "1000-1002", "7", "1001"])
+    args = build_parser().parse_args(["--seeds", "1000-1002", "7", "1001", "--policies", "all", "--exclude",
+                                      "genetic", "random"])
     from baselines.evaluation import _check_inputs
 
-    assert _check_inputs(args)[2] == [1000, 1001, 1002, 7]
+    _, policies, seeds, _ = _check_inputs(args)
+    assert seeds == [1000, 1001, 1002, 7]
+    assert [p for p, _ in policies] == [n for n in baselines.names() if n not in ("genetic", "random")]
