@@ -30,7 +30,7 @@ class BatchedVecEnv(VecEnv):
 
     def __init__(self, scenario: str | Path | dict | Scenario = "serving-small", n_envs: int = 1, *,
                  seed: int | None = None, invalid_action: str = "raise", invalid_penalty: float = 1.0,
-                 **overrides: Any):
+                 shaping: dict | None = None, **overrides: Any):
         sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, **overrides)
         self.sim = BatchedSimulator(sc, n_envs, invalid_action=invalid_action, invalid_penalty=invalid_penalty)
         sim = self.sim
@@ -38,6 +38,12 @@ class BatchedVecEnv(VecEnv):
         self.render_mode = None
         obs_space = observation_space(sim.K, sim.V, sim.D, sim.task_features, sim.device_features)
         super().__init__(sim.num_envs, obs_space, spaces.Discrete(sim.n_actions))
+        #: Training-reward shaping (keyword arguments of agents.shaping.RewardShaping), or None.
+        self.shaping = None
+        if shaping:
+            from agents.shaping import BatchedRewardShaping
+
+            self.shaping = BatchedRewardShaping(self.sim, **shaping)
         if seed is not None:
             self.seed(seed)
         self._actions: np.ndarray | None = None
@@ -59,15 +65,21 @@ class BatchedVecEnv(VecEnv):
         self._reset_options()
         self._returns[:] = 0.0
         self._lengths[:] = 0
+        if self.shaping is not None:
+            self.shaping.started(np.arange(self.num_envs))
         return self.sim.observations()
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)
+        if self.shaping is not None:
+            self.shaping.before_step(self.sim.check_actions(self._actions))
 
     def step_wait(self):
         sim = self.sim
         sim.step(self._actions)
         rewards = sim.rewards
+        # the training reward (the episode infos below keep the env's own, as Monitor does)
+        train_rewards = rewards if self.shaping is None else self.shaping.after_step(rewards)
         terminated, truncated = sim.terminated, sim.truncated
         dones = terminated | truncated
         self._returns += rewards
@@ -86,10 +98,12 @@ class BatchedVecEnv(VecEnv):
             self._returns[idx] = 0.0
             self._lengths[idx] = 0
             sim.reset_done()
+            if self.shaping is not None:
+                self.shaping.started(idx)
             fresh = sim.observations()
             for k in obs:
                 obs[k][idx] = fresh[k][idx]
-        return obs, rewards.astype(np.float32), dones, infos
+        return obs, train_rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:
         pass

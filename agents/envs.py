@@ -76,7 +76,7 @@ def make_vec_env(scenario: str, n_envs: int = 1, env_kwargs: dict | None = None,
     """``n_envs`` training environments, vectorised by ``vec``: ``auto`` (``SubprocVecEnv``
     when ``n_envs > 1``, else ``DummyVecEnv``), ``dummy``, ``subproc`` (of Monitor-wrapped
     ``SchedulingEnv``), or ``batched`` (:class:`agents.batched_vec.BatchedVecEnv`, which gives the
-    same ``episode`` infos as Monitor; it has no per-env wrapper, so reward shaping is refused).
+    same ``episode`` infos as Monitor and shapes rewards as ``RewardShaping`` does).
 
     Seeding is left to the algorithm (``model.set_random_seed`` seeds env ``i`` with seed + i),
     so a resumed model reseeds its new environments the same way.
@@ -86,9 +86,6 @@ def make_vec_env(scenario: str, n_envs: int = 1, env_kwargs: dict | None = None,
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     if vec == "batched":
-        if shaping:
-            raise ValueError("reward_shaping is not available with --vec batched (the batched VecEnv has no "
-                             "per-env wrapper to shape rewards): set -p reward_shaping=null or use another --vec")
         from agents.batched_vec import BatchedVecEnv
 
         kw = dict(env_kwargs or {})
@@ -97,7 +94,7 @@ def make_vec_env(scenario: str, n_envs: int = 1, env_kwargs: dict | None = None,
         kw.pop("render_mode", None)
         return BatchedVecEnv(load_scenario_for(scenario, kw), n_envs,
                              invalid_action=kw.pop("invalid_action", "raise"),
-                             invalid_penalty=kw.pop("invalid_penalty", 1.0))
+                             invalid_penalty=kw.pop("invalid_penalty", 1.0), shaping=shaping or None)
     fns = [_EnvFactory(scenario, env_kwargs, shaping) for _ in range(n_envs)]
     if vec == "subproc" or (vec == "auto" and n_envs > 1):
         return SubprocVecEnv(fns, start_method=start_method)

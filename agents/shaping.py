@@ -173,3 +173,147 @@ class RewardShaping(gym.Wrapper):
         if not math.isfinite(reward):
             raise FloatingPointError(f"shaped reward is not finite: {reward}")
         return obs, float(reward), terminated, truncated, info
+
+
+class BatchedRewardShaping:
+    """:class:`RewardShaping` for the instances of a batched simulator (used by
+    :class:`agents.batched_vec.BatchedVecEnv`): the same base rewards and potentials, computed
+    from the batch's arrays in the reference wrapper's order of operations, so the shaped
+    rewards are the same numbers (``tests/test_agents.py`` compares them with ``RewardShaping``
+    over ``DummyVecEnv``, step by step). Call :meth:`before_step` with the actions, then
+    :meth:`after_step` after the simulator stepped and before ended instances are reset, and
+    :meth:`started` for instances that started an episode."""
+
+    def __init__(self, bsim, gamma: float = 0.99, base: str = "env", potential: bool | str = True,
+                 term_scale: dict[str, float] | None = None, scale: float = 1.0):
+        if base not in BASES:
+            raise ValueError(f"reward_shaping base must be one of {BASES}, got {base!r}")
+        if potential is True or potential is False:
+            potential = "running" if potential else "none"
+        if potential not in POTENTIALS:
+            raise ValueError(f"reward_shaping potential must be one of {POTENTIALS}, got {potential!r}")
+        if potential == "queue" and base == "env":
+            raise ValueError("potential 'queue' needs a metric base (effective_accuracy or slo_attainment)")
+        if not float(scale) > 0:
+            raise ValueError(f"reward_shaping scale must be > 0, got {scale}")
+        self.sim, self.gamma, self.base, self.scale = bsim, float(gamma), base, float(scale)
+        self.potential, self.queue_potential = potential != "none", potential == "queue"
+        self.term_scale = {k: float(v) for k, v in (term_scale or {}).items()}
+        sc = bsim.scenario
+        w = sc.reward
+        self._w_acc, self._w_slo, self._w_drop = float(w.accuracy), float(w.slo), float(w.drop)
+        self._best = np.asarray(sc.cluster.best_accuracy, dtype=float)
+        self._slot_accuracy = np.nan_to_num(np.asarray(sc.cluster.slot_accuracy, dtype=float), nan=0.0)
+        B = bsim.num_envs
+        self._phi = np.zeros(B)
+        self._cands: list[list[int]] = [[] for _ in range(B)]
+
+    def _running(self, b: int) -> list[int]:
+        """Running task ids of instance b, in device order, each once (as the reference's dict)."""
+        out: list[int] = []
+        for t in self.sim.v.dtask[b].tolist():
+            if t >= 0 and t not in out:
+                out.append(t)
+        return out
+
+    def phi(self, rows: np.ndarray) -> np.ndarray:
+        from baselines.batched import BatchedView
+
+        S = self.sim.v
+        out = np.zeros(len(rows))
+        view = None
+        if (self.base == "env" and self._w_drop) or self.queue_potential:
+            view = BatchedView(self.sim, rows)
+        for j, b in enumerate(rows.tolist()):
+            value = 0.0
+            for t in self._running(b):
+                d = S.dtask[b].tolist().index(t)
+                deadline = float(S.ttimes[b, t, 1])
+                late = float(S.dbusy[b, d]) > deadline + 1e-12
+                acc = float(S.tacc[b, t])
+                if self.base == "env":
+                    cap = int(S.ktab[b, S.tkind[b, t], 3])
+                    value += self._w_acc * (acc - self._best[cap]) - (self._w_slo if late else 0.0)
+                elif not late:
+                    value += acc if self.base == "effective_accuracy" else 1.0
+            n = int(view.n[j]) if view is not None else 0
+            if view is not None and n:
+                now = float(view.now[j])
+                est, deadline = view.est[j, :n], view.deadline[j, :n]  # est: inf on down devices
+                if self.base == "env":
+                    earliest = est.reshape(n, -1).min(axis=1)
+                    value -= self._w_drop * float(np.count_nonzero(now + earliest > deadline + 1e-12))
+                else:
+                    feasible = (now + est <= deadline[:, None, None] + 1e-12).any(axis=2)
+                    if self.base == "effective_accuracy":
+                        acc = self._slot_accuracy[view.caps[j, :n]]
+                        value += float(np.where(feasible, acc, 0.0).max(axis=1).sum())
+                    else:
+                        value += float(feasible.any(axis=1).sum())
+            out[j] = value
+        return out
+
+    def started(self, rows: np.ndarray) -> None:
+        """Instances ``rows`` are at the first decision of an episode (``RewardShaping.reset``)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.potential and len(rows):
+            self._phi[rows] = self.phi(rows)
+
+    def before_step(self, actions: np.ndarray) -> None:
+        if self.base == "env":
+            return
+        from envs.batched import dynamics as dyn
+
+        S, sim = self.sim.v, self.sim
+        wait = sim.n_actions - 1
+        VD = sim.V * sim.D
+        for b in range(sim.num_envs):
+            cands = self._running(b)
+            a = int(actions[b])
+            if a != wait:
+                k = a // VD
+                if k < min(int(S.si[b, dyn.QLEN]), sim.K):
+                    t = int(S.ids[b, k])
+                    if t not in cands:
+                        cands.append(t)
+            self._cands[b] = cands
+
+    def after_step(self, rewards: np.ndarray) -> np.ndarray:
+        """Shaped rewards (float64) of the step just taken by every instance."""
+        from envs.batched import dynamics as dyn
+        from envs.sim.model import DONE
+
+        sim, S = self.sim, self.sim.v
+        B = sim.num_envs
+        out = np.empty(B)
+        terms = sim.reward_terms() if (self.term_scale or self.base != "env") else None
+        for b in range(B):
+            if self.base == "env":
+                r = float(rewards[b])
+                if self.term_scale:
+                    r = float(sum(self.term_scale.get(k, 1.0) * float(v[b]) for k, v in terms.items()))
+            else:
+                running = self._running(b)
+                total = 0
+                for t in self._cands[b]:
+                    if t not in running and int(S.tstate[b, t]) == DONE:
+                        if float(S.tfin[b, t]) <= float(S.ttimes[b, t, 1]) + 1e-12:
+                            total = total + (float(S.tacc[b, t]) if self.base == "effective_accuracy" else 1.0)
+                        else:
+                            total = total + 0.0
+                r = total + float(terms["invalid"][b])
+            out[b] = r
+        if self.potential:
+            term = S.si[:, dyn.TERM] != 0
+            nxt = np.zeros(B)
+            live = np.flatnonzero(~term)
+            if len(live):
+                nxt[live] = self.phi(live)
+            out = out + self.gamma * nxt - self._phi
+            self._phi = nxt
+        out = out * self.scale
+        if not np.isfinite(out).all():
+            b = int(np.argmax(~np.isfinite(out)))
+            raise FloatingPointError(f"instance {b}: shaped reward is not finite: {out[b]}")
+        return out
+

@@ -187,9 +187,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         from agents.hyperparams import load_hyperparams
 
         plain = load_hyperparams(cfg.algo, cfg.scenario, parse_overrides(cfg.overrides))
-        if hp["reward_shaping"]:
-            raise ValueError("reward_shaping is not available with --vec batched (the batched VecEnv has no "
-                             "per-env wrapper to shape rewards): set -p reward_shaping=null or use another --vec")
         changed = {k: hp[k] for k in hp if hp[k] != plain.get(k)}
         print(f"--vec batched: {n_envs} instances of the batched simulator; hyperparameters changed by the "
               f"vec_batched entry and the flags: " + ", ".join(f"{k}={v}" for k, v in changed.items()))

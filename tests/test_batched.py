@@ -337,6 +337,44 @@ def test_sb3_vec_env_equals_dummy_vec_env_of_monitored_reference_envs():
     assert ends >= 3
 
 
+@pytest.mark.parametrize("scenario, shaping", [
+    ("serving-small", {"base": "effective_accuracy", "potential": "queue", "scale": 0.1}),  # the demo's
+    ("faulty-cluster", {"base": "env", "potential": "running", "term_scale": {"latency": 0.5}}),
+    ("training-cluster", {"base": "slo_attainment", "potential": "queue"}),
+    ("serving-hetero", {"base": "env", "potential": "none", "term_scale": {"slo": 2.0}}),
+])
+def test_batched_reward_shaping_equals_the_reference_wrapper(scenario, shaping):
+    """BatchedVecEnv(shaping=...) against DummyVecEnv of RewardShaping(Monitor(SchedulingEnv)):
+    the same float32 training rewards at every step, across autoresets; episode infos keep the
+    env's own return."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.batched_vec import BatchedVecEnv
+    from agents.shaping import RewardShaping
+
+    over = {"workload_overrides": {"num_jobs": 25}}
+    kw = {"gamma": 0.97, **shaping}
+    bv = BatchedVecEnv(scenario, n_envs=3, shaping=kw, **over)
+    dv = DummyVecEnv([lambda: RewardShaping(Monitor(SchedulingEnv(scenario, **over)), **kw) for _ in range(3)])
+    bv.seed(11)
+    dv.seed(11)
+    bv.reset(), dv.reset()
+    rng = np.random.default_rng(2)
+    ends = 0
+    for t in range(400):
+        m = np.stack(bv.env_method("action_masks"))
+        a = np.array([rng.choice(np.flatnonzero(row)) for row in m])
+        _, r1, d1, f1 = bv.step(a)
+        _, r2, d2, f2 = dv.step(a)
+        assert np.array_equal(d1, d2), t
+        assert np.array_equal(r1, r2), (t, r1, r2)
+        for b in np.flatnonzero(d2):
+            ends += 1
+            assert f1[b]["episode"]["r"] == pytest.approx(f2[b]["episode"]["r"], abs=1e-5)
+    assert ends >= 1
+
+
 def test_maskable_ppo_trains_unchanged_on_the_batched_vec_env():
     from sb3_contrib import MaskablePPO
     from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
