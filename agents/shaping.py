@@ -40,6 +40,22 @@ BASES = ("env", "effective_accuracy", "slo_attainment")
 POTENTIALS = ("none", "running", "queue")
 
 
+def check_options(base: str, potential: bool | str, scale: float) -> str:
+    """Validate the shaping options; returns the potential's name (``True``/``False`` mapped to
+    ``"running"``/``"none"``)."""
+    if base not in BASES:
+        raise ValueError(f"reward_shaping base must be one of {BASES}, got {base!r}")
+    if potential is True or potential is False:
+        potential = "running" if potential else "none"
+    if potential not in POTENTIALS:
+        raise ValueError(f"reward_shaping potential must be one of {POTENTIALS}, got {potential!r}")
+    if potential == "queue" and base == "env":
+        raise ValueError("potential 'queue' needs a metric base (effective_accuracy or slo_attainment)")
+    if not float(scale) > 0:
+        raise ValueError(f"reward_shaping scale must be > 0, got {scale}")
+    return potential
+
+
 class RewardShaping(gym.Wrapper):
     """Training reward of a SchedulingEnv (see the module docstring).
 
@@ -59,22 +75,13 @@ class RewardShaping(gym.Wrapper):
     def __init__(self, env: gym.Env, gamma: float = 0.99, base: str = "env", potential: bool | str = True,
                  term_scale: dict[str, float] | None = None, scale: float = 1.0):
         super().__init__(env)
-        if base not in BASES:
-            raise ValueError(f"reward_shaping base must be one of {BASES}, got {base!r}")
+        potential = check_options(base, potential, scale)
         self.gamma = float(gamma)
         self.base = base
-        if potential is True or potential is False:
-            potential = "running" if potential else "none"
-        if potential not in POTENTIALS:
-            raise ValueError(f"reward_shaping potential must be one of {POTENTIALS}, got {potential!r}")
-        if potential == "queue" and base == "env":
-            raise ValueError("potential 'queue' needs a metric base (effective_accuracy or slo_attainment)")
         self.potential = potential != "none"
         self.queue_potential = potential == "queue"
         self.term_scale = {k: float(v) for k, v in (term_scale or {}).items()}
         self.scale = float(scale)
-        if not self.scale > 0:
-            raise ValueError(f"reward_shaping scale must be > 0, got {scale}")
         sc = env.unwrapped.scenario
         w = sc.reward
         self._w_acc, self._w_slo, self._w_drop = float(w.accuracy), float(w.slo), float(w.drop)
@@ -186,16 +193,7 @@ class BatchedRewardShaping:
 
     def __init__(self, bsim, gamma: float = 0.99, base: str = "env", potential: bool | str = True,
                  term_scale: dict[str, float] | None = None, scale: float = 1.0):
-        if base not in BASES:
-            raise ValueError(f"reward_shaping base must be one of {BASES}, got {base!r}")
-        if potential is True or potential is False:
-            potential = "running" if potential else "none"
-        if potential not in POTENTIALS:
-            raise ValueError(f"reward_shaping potential must be one of {POTENTIALS}, got {potential!r}")
-        if potential == "queue" and base == "env":
-            raise ValueError("potential 'queue' needs a metric base (effective_accuracy or slo_attainment)")
-        if not float(scale) > 0:
-            raise ValueError(f"reward_shaping scale must be > 0, got {scale}")
+        potential = check_options(base, potential, scale)
         self.sim, self.gamma, self.base, self.scale = bsim, float(gamma), base, float(scale)
         self.potential, self.queue_potential = potential != "none", potential == "queue"
         self.term_scale = {k: float(v) for k, v in (term_scale or {}).items()}

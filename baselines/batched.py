@@ -29,6 +29,7 @@ the rules run on the CPU next to it.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 from numba import njit, prange
@@ -191,7 +192,7 @@ def first_lexmin(valid: np.ndarray, *keys: np.ndarray) -> np.ndarray:
 
 
 # ====================================================================== policies
-class BatchedPolicy:
+class BatchedPolicy(ABC):
     """A heuristic's rule over the instances of a batched simulator. ``reset(rows, seeds)`` at
     the start of those instances' episodes; ``act(bsim, rows)`` returns (R,) actions."""
 
@@ -215,9 +216,9 @@ class BatchedPolicy:
             out[ok] = self.decide(sub)
         return out
 
+    @abstractmethod
     def decide(self, view: BatchedView) -> np.ndarray:
         """(R,) actions of the view's rows, each with some valid assignment (wait allowed)."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} (batched)>"
@@ -244,8 +245,14 @@ class BatchedRandom(BatchedPolicy):
         for b, s in zip(np.asarray(rows).tolist(), seeds):
             self.rngs[b] = rng_for(s, 0x52A4D)
 
-    def act(self, bsim, rows=None):
+    def act(self, bsim, rows=None):  # runs even where only waiting is valid, as the per-instance rule
         rows = np.arange(bsim.num_envs) if rows is None else np.asarray(rows, dtype=np.int64)
+        return self._choose(bsim, rows)
+
+    def decide(self, view):
+        return self._choose(view.bsim, view.rows)
+
+    def _choose(self, bsim, rows):
         masks = bsim.v.mask[rows]
         counts = masks.sum(axis=1).tolist()
         # rng.choice(valid) draws rng.integers(0, len(valid)) and indexes valid with it (the
@@ -268,8 +275,9 @@ class BatchedFifo(BatchedPolicy):
 class _DeviceFirst(BatchedPolicy):
     """Pick a device first, then the oldest task it can start (round-robin, least-loaded)."""
 
-    def device(self, view, usable):
-        raise NotImplementedError
+    @abstractmethod
+    def device(self, view, usable) -> np.ndarray:
+        """(R,) the device each row assigns to, among its ``usable`` (R, D) ones."""
 
     def decide(self, view):
         usable = view.mask.any(axis=(1, 2))  # (R, D)
