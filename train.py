@@ -1,15 +1,34 @@
 """Train an RL scheduler on a modelsched scenario (thin CLI over ``agents``).
 
+A run has four phases, each printed as it runs (a progress bar on a terminal, plain lines
+when the output goes to a file):
+
+1. pretraining (MaskablePPO only, when the hyperparameters have a ``pretrain`` entry, as
+   the built-in scenarios do): behaviour cloning, then DAgger rounds, of a heuristic on
+   training seeds. Off: ``--no-pretrain`` (or ``-p pretrain=null``).
+2. RL training for ``--timesteps`` environment steps. On-policy algorithms collect whole
+   rollouts, so the run ends at the next multiple of ``n_steps x n_envs`` (printed at the
+   start); pretraining's demonstration decisions are not counted; with ``--resume`` the steps
+   are added to the model's own.
+3. periodic evaluation every ``--eval-freq`` steps against the strongest of
+   ``--eval-heuristics`` on ``--eval-seeds`` (keeps ``best_model.zip``). Off: ``--eval-freq 0``.
+4. final evaluation of the best and last models against every heuristic on
+   ``--test-seeds``, printed as a table. Off: ``--no-final-eval``.
+
+``train_summary.json`` reports each phase's wall time and the RL phase's own fps.
+
 Examples::
 
     python train.py                                   # MaskablePPO on serving-small, then a table vs all baselines
+    python train.py --timesteps 4096 --no-pretrain --eval-freq 0 --no-final-eval   # a quick smoke run
     python train.py --scenario serving-small --algo maskable_ppo --timesteps 200000 --policy-net attention
     python train.py --algo ppo -p learning_rate=1e-4 -p policy_kwargs.net_arch=[128,128]
     python train.py --resume runs/<run>/checkpoints/model_50000_steps.zip --timesteps 50000
 
 Hyperparameters come from ``agents/hyperparams/<algo>.yml`` (the scenario's entry over
 ``default``), then ``-p key=value`` overrides (values parsed as YAML), then the explicit flags
-(``--timesteps``, ``--n-envs``, ``--policy-net``). Ctrl-C (or SIGTERM) saves the model before exiting.
+(``--timesteps``, ``--n-envs``, ``--policy-net``, ``--no-pretrain``). Ctrl-C (or SIGTERM) saves
+the model before exiting.
 """
 
 from __future__ import annotations
@@ -26,42 +45,90 @@ from agents.registry import DEFAULT_ALGO, algo_names
 from agents.training import DEFAULT_EVAL_HEURISTICS, TrainConfig, train
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """The docstring as written, and ``(default: X)`` after options whose default says something
+    (not None, not already in the help text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" not in text and action.default not in (None, argparse.SUPPRESS, False, [])
+                and action.option_strings):
+            default = action.default
+            if isinstance(default, (list, tuple)):
+                default = " ".join(map(str, default))
+            text += f" (default: {default})"
+        return text
+
+
+def _int_at_least(low: int, name: str | None = None):
+    """An argparse type: an integer >= ``low`` (the message names the flag, or says 0 is off)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {value}" if name else
+                                             f"must be >= {low} (0: off), got {value}")
+        return value
+    return parse
+
+
+def _positive(name: str):
+    return _int_at_least(1, name)
+
+
+_non_negative = _int_at_least(0)
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\nExamples::")[0],
+                                formatter_class=_Help)
     p.add_argument("--scenario", default="serving-small", help="built-in scenario name or YAML path")
     p.add_argument("--algo", default=DEFAULT_ALGO, help=f"one of {', '.join(algo_names())}")
-    p.add_argument("--timesteps", type=int, default=None, help="training steps (default: hyperparameters' n_timesteps)")
-    p.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: hyperparameters)")
+    p.add_argument("--timesteps", type=_positive("--timesteps"), default=None,
+                   help="RL environment steps of this run, rounded up to whole rollouts (default: the "
+                        "hyperparameters' n_timesteps)")
+    p.add_argument("--n-envs", type=_positive("--n-envs"), default=None,
+                   help="parallel envs (default: the hyperparameters' n_envs)")
     p.add_argument("--vec", default="auto", choices=list(VEC_KINDS),
                    help="env vectorisation: auto (SubprocVecEnv if n_envs > 1, else DummyVecEnv), dummy, subproc, "
                         "or batched (the batched simulator, all envs in one process, with the hyperparameters' "
-                        "vec_batched entry: large rollouts and minibatches; default auto)")
+                        "vec_batched entry: large rollouts and minibatches)")
     p.add_argument("--seed", type=int, default=0, help="root seed (training env i is seeded with seed + i)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="torch device of the policy (auto: CUDA when present)")
     p.add_argument("--logdir", default="runs", help="parent folder of run folders")
-    p.add_argument("--eval-freq", type=int, default=20_000, help="steps between evaluations vs the strongest heuristic (0: off)")
+    p.add_argument("--eval-freq", type=_non_negative, default=20_000,
+                   help="steps between periodic evaluations vs the strongest heuristic (0: off)")
     p.add_argument("--eval-seeds", type=int, nargs="+", default=list(VALIDATION_SEEDS), help="periodic evaluation seeds")
     p.add_argument("--eval-heuristics", nargs="+", default=list(DEFAULT_EVAL_HEURISTICS),
                    help="candidate reference heuristics (the strongest on the eval seeds is kept)")
-    p.add_argument("--checkpoint-freq", type=int, default=50_000, help="steps between checkpoints (0: off)")
+    p.add_argument("--checkpoint-freq", type=_non_negative, default=50_000, help="steps between checkpoints (0: off)")
     p.add_argument("--resume", default=None, metavar="PATH", help="continue training this model .zip")
     p.add_argument("-p", "--param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="hyperparameter override, repeatable; dotted keys for nested values")
-    p.add_argument("--policy-net", default=None, choices=list(POLICY_NETS), help="policy network (default: hyperparameters)")
+    p.add_argument("--policy-net", default=None, choices=list(POLICY_NETS),
+                   help="policy network (default: the hyperparameters' policy_net)")
+    p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
+                   help="skip the behaviour-cloning warm start (phase 1), whatever the hyperparameters say")
     p.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True,
-                   help="after training, evaluate vs all baselines on the test seeds and print a table")
+                   help="after training, evaluate the best and last models vs all heuristics on the test seeds "
+                        "and print a table (phase 4)")
     p.add_argument("--test-seeds", type=int, nargs="+", default=list(TEST_SEEDS), help="final evaluation seeds")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--run-name", default=None, help="run folder name (default: scenario__algo__s<seed>__<time>)")
+    p.add_argument("--threads", type=_positive("--threads"), default=1,
+                   help="torch CPU threads (small networks on few cores train fastest with 1)")
+    p.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress display of each phase (plain lines when the output is not a terminal)")
+    p.add_argument("--run-name", default=None,
+                   help="run folder name inside --logdir (default: <scenario>__<algo>__s<seed>__<time>)")
     a = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     return TrainConfig(
         scenario=a.scenario, algo=a.algo, timesteps=a.timesteps, n_envs=a.n_envs, vec=a.vec, seed=a.seed,
         device=a.device, logdir=a.logdir, eval_freq=a.eval_freq, eval_seeds=tuple(a.eval_seeds),
         eval_heuristics=tuple(a.eval_heuristics), checkpoint_freq=a.checkpoint_freq, resume=a.resume,
-        overrides=a.overrides, policy_net=a.policy_net, final_eval=a.final_eval,
+        overrides=a.overrides, policy_net=a.policy_net, pretrain=a.pretrain, final_eval=a.final_eval,
         test_seeds=tuple(a.test_seeds), threads=a.threads, progress_bar=a.progress_bar,
         run_name=a.run_name, command=" ".join(shlex.quote(x) for x in ["python", "train.py", *argv]),
     )
@@ -72,6 +139,10 @@ def _interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Lines appear as they are printed when the output goes to a file or a pipe.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     cfg = parse_args(argv)
     # `kill <pid>` of a background run saves the model too, like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -52,10 +52,11 @@ class HyperparamError(ValueError):
 
 
 def merge(base: dict, over: dict) -> dict:
-    """Recursive dict merge: values of ``over`` win; nested dicts are merged."""
+    """Recursive dict merge: values of ``over`` win; nested dicts are merged, except that an empty
+    dict in ``over`` replaces (``-p pretrain={}`` turns pretraining off)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and v and isinstance(out.get(k), dict):
             out[k] = merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
@@ -124,7 +125,7 @@ def load_hyperparams(algo: str, scenario: str, overrides: dict | None = None, ve
     if vec == "batched":
         resolved = merge(resolved, table.get("vec_batched") or {})
     resolved = merge(resolved, overrides or {})
-    validate(spec.name, resolved, source=str(path))
+    validate(spec.name, resolved, source=str(path), overrides=overrides)
     return resolved
 
 
@@ -133,7 +134,9 @@ def algo_arguments(algo: str) -> set[str]:
     return {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "policy", "env")}
 
 
-def validate(algo: str, hp: dict, source: str = "<overrides>") -> None:
+def validate(algo: str, hp: dict, source: str = "<overrides>", overrides: dict | None = None) -> None:
+    """Refuse unknown keys and ill-typed values; a key set by ``overrides`` (``-p`` or a flag)
+    is blamed on the override, other keys on ``source``."""
     allowed = algo_arguments(algo) | set(RUN_KEYS)
     refused = {"seed", "device", "tensorboard_log", "verbose", "_init_setup_model"}
     for key in hp:
@@ -149,8 +152,50 @@ def validate(algo: str, hp: dict, source: str = "<overrides>") -> None:
         if set(value) - known:
             raise HyperparamError(f"{source}: unknown {key} keys {sorted(set(value) - known)} "
                                   f"(known: {', '.join(sorted(known))})")
+    _check_types(algo, hp, source, overrides or {})
     if hp.get("pretrain") and not get_algo(algo).masked:
         raise HyperparamError(f"{source}: pretrain (behaviour cloning) is implemented for maskable_ppo only")
+
+
+#: Hyperparameters that may also be a schedule string ``lin_<x>``.
+SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_types(algo: str, hp: dict, source: str, overrides: dict) -> None:
+    """Refuse a value whose type cannot be what the key means, naming the key: numbers where
+    the algorithm's default is a number (or a ``lin_<x>`` schedule where schedules are allowed),
+    booleans where it is a boolean, and the run keys' own types."""
+    params = inspect.signature(get_algo(algo).cls.__init__).parameters
+
+    def where(key: str) -> str:
+        return f"-p {key}=..." if key in overrides else source
+
+    for key, value in hp.items():
+        if key in RUN_KEYS:
+            continue
+        default = params[key].default if key in params else None
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise HyperparamError(f"{where(key)}: hyperparameter {key!r} must be true or false, got {value!r}")
+        elif _is_number(default) and value is not None and not _is_number(value):
+            if key in SCHEDULES and isinstance(value, str) and value.startswith("lin_"):
+                try:
+                    float(value[4:])
+                    continue
+                except ValueError:
+                    pass
+            hint = " or a schedule lin_<x>" if key in SCHEDULES else ""
+            raise HyperparamError(f"{where(key)}: hyperparameter {key!r} must be a number{hint}, got {value!r}")
+    for key in ("n_timesteps", "n_envs"):
+        value = hp.get(key)
+        if not (_is_number(value) and float(value) == int(value) and int(value) >= 1):
+            raise HyperparamError(f"{where(key)}: {key} must be a positive integer, got {value!r}")
+    if not isinstance(hp.get("env_kwargs"), dict):
+        raise HyperparamError(f"{source}: env_kwargs must be a mapping, got {hp.get('env_kwargs')!r}")
 
 
 def _schedule(value: Any) -> Any:

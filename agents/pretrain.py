@@ -34,18 +34,22 @@ class Demonstrations:
 
 
 def collect(scenario: str, heuristic: str, seeds, gamma: float, env_kwargs: dict | None = None,
-            shaping: dict | None = None, metric: str = "effective_accuracy", learner=None) -> Demonstrations:
+            shaping: dict | None = None, metric: str = "effective_accuracy", learner=None,
+            progress: bool = False, desc: str = "pretrain: demonstrations") -> Demonstrations:
     """Decisions labelled by ``heuristic`` on ``seeds``. With ``learner`` (a model), the learner
     acts and the heuristic only labels the states it visits (DAgger, Ross et al. 2011), which
     teaches the learner to recover from its own mistakes; ``returns`` and ``metric`` are then the
-    learner's."""
+    learner's. ``progress`` shows one unit per episode (:class:`baselines.progress.Progress`)."""
     import baselines
+    from baselines.progress import Progress
 
     env = make_env(scenario, env_kwargs, monitor=False, shaping=shaping)
     base = env.unwrapped
     obs_buf: dict[str, list] = {}
     masks, actions, returns = [], [], []
     scores = []
+    seeds = [int(s) for s in seeds]
+    bar = Progress(len(seeds), desc, "episodes", enabled=progress)
     for seed in seeds:
         policy = baselines.make(heuristic, env, seed=int(seed))
         policy.reset(int(seed))
@@ -73,9 +77,11 @@ def collect(scenario: str, heuristic: str, seeds, gamma: float, env_kwargs: dict
             ret[i] = acc
         returns.append(ret)
         scores.append(info.get("metrics", {}).get(metric, math.nan))
+        bar.update(1)
+    bar.close()
     env.close()
     return Demonstrations({k: np.stack(v) for k, v in obs_buf.items()}, np.stack(masks), np.array(actions),
-                          np.concatenate(returns).astype(np.float32), len(list(seeds)), float(np.nanmean(scores)))
+                          np.concatenate(returns).astype(np.float32), len(seeds), float(np.nanmean(scores)))
 
 
 def concat(a: Demonstrations, b: Demonstrations) -> Demonstrations:
@@ -85,9 +91,13 @@ def concat(a: Demonstrations, b: Demonstrations) -> Demonstrations:
 
 
 def behaviour_clone(model, demos: Demonstrations, epochs: int = 5, batch_size: int = 256, lr: float = 1e-3,
-                    value_coef: float = 0.5, seed: int = 0, logger=None) -> dict[str, float]:
+                    value_coef: float = 0.5, seed: int = 0, logger=None, progress: bool = False,
+                    desc: str = "pretrain: behaviour cloning") -> dict[str, float]:
     """Fit ``model.policy`` (a MaskableActorCriticPolicy) to the demonstrations: masked
-    cross-entropy on actions plus ``value_coef`` * Huber loss of the value on returns."""
+    cross-entropy on actions plus ``value_coef`` * Huber loss of the value on returns.
+    ``progress`` shows one unit per minibatch over all epochs."""
+    from baselines.progress import Progress
+
     policy = model.policy
     policy.set_training_mode(True)
     device = policy.device
@@ -96,6 +106,7 @@ def behaviour_clone(model, demos: Demonstrations, epochs: int = 5, batch_size: i
     rng = np.random.default_rng(seed)
     stats: dict[str, float] = {}
     t0 = time.perf_counter()
+    bar = Progress(epochs * -(-n // batch_size), desc, "batches", enabled=progress)
     for epoch in range(epochs):
         order = rng.permutation(n)
         tot_pi = tot_v = tot_acc = 0.0
@@ -118,11 +129,13 @@ def behaviour_clone(model, demos: Demonstrations, epochs: int = 5, batch_size: i
             tot_pi += pi_loss.item() * len(idx)
             tot_v += v_loss.item() * len(idx)
             tot_acc += float((pred == actions).float().sum())
+            bar.update(1)
         stats = {"pretrain/policy_loss": tot_pi / n, "pretrain/value_loss": tot_v / n,
                  "pretrain/action_accuracy": tot_acc / n}
-        print(f"pretrain epoch {epoch + 1}/{epochs}: policy loss {stats['pretrain/policy_loss']:.4f}, "
+        bar.write(f"pretrain epoch {epoch + 1}/{epochs}: policy loss {stats['pretrain/policy_loss']:.4f}, "
               f"value loss {stats['pretrain/value_loss']:.4f}, action accuracy "
               f"{stats['pretrain/action_accuracy']:.3f} ({time.perf_counter() - t0:.0f}s)")
+    bar.close()
     policy.set_training_mode(False)
     if logger is not None:  # logged with the first rollout's dump
         for k, v in stats.items():

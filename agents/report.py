@@ -34,24 +34,32 @@ def _ci(values: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
 
 def compare_with_baselines(scenario: str, agents: dict[str, str | Path], seeds: Sequence[int], metric: str,
                            heuristics: Sequence[str] | None = None, device: str = "auto",
-                           out_path: str | Path | None = None, show: bool = True) -> dict:
+                           out_path: str | Path | None = None, show: bool = True, progress: bool = False) -> dict:
     """Evaluate ``agents`` (label -> model zip) and ``heuristics`` (default: all) on ``seeds``.
 
     Returns ``{"metric", "seeds", "best_heuristic", "policies": {label: {...}}}``, also written to
     ``out_path`` as JSON, and prints a table if ``show``.
     """
     import baselines
+    from baselines.progress import Progress
 
     env = make_env(scenario, monitor=False)
     seeds = [int(s) for s in seeds]
     names = list(heuristics) if heuristics is not None else baselines.names()
     episodes: dict[str, list[dict[str, float]]] = {}
     wall: dict[str, float] = {}
-    for label, spec in [*((n, n) for n in names), *agents.items()]:
+    todo = [*((n, n) for n in names), *agents.items()]
+    bar = Progress(len(todo) * len(seeds), "final evaluation", "episodes", enabled=progress)
+    for label, spec in todo:
         policy = baselines.load_policy(str(spec), env, device=device)
+        bar.set_description(f"final evaluation: {label}")
         t0 = time.perf_counter()
-        episodes[label] = [baselines.run_episode(env, policy, s)["metrics"] for s in seeds]
+        episodes[label] = []
+        for s in seeds:
+            episodes[label].append(baselines.run_episode(env, policy, s)["metrics"])
+            bar.update(1)
         wall[label] = (time.perf_counter() - t0) / max(len(seeds), 1)
+    bar.close()
     sign = 1.0 if higher_is_better(metric) else -1.0
 
     def score(label: str) -> float:

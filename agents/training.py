@@ -72,6 +72,8 @@ class TrainConfig:
     """``key=value`` hyperparameter overrides (dotted keys for nested values)."""
     policy_net: str | None = None
     """Policy network (None: hyperparameters' ``policy_net``); see ``agents.policies.POLICY_NETS``."""
+    pretrain: bool | None = None
+    """False: no behaviour-cloning warm start whatever the hyperparameters say (None: as they say)."""
     final_eval: bool = True
     """After training, evaluate the agent and every baseline on ``test_seeds`` and print a table."""
     test_seeds: tuple[int, ...] = TEST_SEEDS
@@ -79,7 +81,7 @@ class TrainConfig:
     threads: int = 1
     """Torch CPU threads (small networks on few cores train fastest single-threaded)."""
     progress_bar: bool = True
-    """Show a progress bar."""
+    """Show each phase's progress (a bar on a terminal, plain lines otherwise)."""
     run_name: str | None = None
     """Run folder name (None: ``<scenario>__<algo>__s<seed>__<timestamp>``)."""
     command: str | None = None
@@ -105,6 +107,8 @@ def resolve_hyperparams(cfg: TrainConfig) -> dict:
         cli["n_envs"] = int(cfg.n_envs)
     if cfg.policy_net is not None:
         cli["policy_net"] = cfg.policy_net
+    if cfg.pretrain is False:
+        cli["pretrain"] = None
     return load_hyperparams(cfg.algo, cfg.scenario, merge(parse_overrides(cfg.overrides), cli), vec=cfg.vec)
 
 
@@ -119,6 +123,31 @@ def git_revision(repo: Path = REPO) -> dict[str, Any]:
     rev = git("rev-parse", "HEAD")
     status = git("status", "--porcelain")
     return {"revision": rev, "dirty": None if status is None else bool(status)}
+
+
+def check_run_name(name: str | None) -> None:
+    """A run name is one folder name inside ``--logdir``: no separators, no ``..``, not absolute."""
+    if name is None:
+        return
+    if (not name.strip() or Path(name).is_absolute() or "/" in name or "\\" in name
+            or name in (".", "..") or name.startswith("-")):
+        raise ValueError(f"--run-name {name!r} must be a plain folder name (it is created inside --logdir): "
+                         f"no '/', no '..', not absolute")
+
+
+def planned_timesteps(algo: str, hp: dict) -> int:
+    """The step count ``model.learn(hp["n_timesteps"])`` ends at: on-policy algorithms collect
+    whole rollouts of ``n_steps x n_envs`` steps, DQN steps all envs at once."""
+    spec = get_algo(algo)
+    total, n_envs = int(hp["n_timesteps"]), int(hp["n_envs"])
+    if spec.on_policy:
+        import inspect
+
+        default = inspect.signature(spec.cls.__init__).parameters["n_steps"].default
+        rollout = int(hp.get("n_steps", default)) * n_envs
+    else:
+        rollout = n_envs
+    return -(-total // rollout) * rollout
 
 
 def make_run_dir(cfg: TrainConfig, algo: str) -> Path:
@@ -162,7 +191,14 @@ def describe_run(run_dir: Path, cfg: TrainConfig, hp: dict, primary_metric: str)
 def build_model(cfg: TrainConfig, hp: dict, env, device: str):
     spec = get_algo(cfg.algo)
     if cfg.resume:
-        model = spec.cls.load(cfg.resume, env=env, device=device)
+        from agents.safe_load import load_run_model, run_config_for
+
+        if run_config_for(cfg.resume) is not None:  # a train.py model: weights-only, no code from the file
+            model = load_run_model(cfg.resume, env=env, device=device, optimizer=True)
+        else:
+            print(f"--resume: {cfg.resume} is not in a train.py run folder: loading it with SB3's loader, which "
+                  f"unpickles (runs) code from the file; only resume from files you trust", file=sys.stderr)
+            model = spec.cls.load(cfg.resume, env=env, device=device)
         model.set_random_seed(cfg.seed)
         return model
     kwargs = algo_kwargs(hp)
@@ -177,10 +213,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.callbacks import HeuristicEvalCallback, HyperparamsTextCallback, SimMetricsCallback
+    from agents.progress import TrainingProgress
     from envs.scenarios.loader import load_scenario
 
     spec = get_algo(cfg.algo)
     cfg.algo = spec.name
+    check_run_name(cfg.run_name)
+    for name, value in (("--timesteps", cfg.timesteps), ("--n-envs", cfg.n_envs), ("--threads", cfg.threads)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    for name, value in (("--eval-freq", cfg.eval_freq), ("--checkpoint-freq", cfg.checkpoint_freq)):
+        if int(value) < 0:
+            raise ValueError(f"{name} must be >= 0 (0: off), got {value}")
     hp = resolve_hyperparams(cfg)
     n_envs = int(hp["n_envs"])
     if cfg.vec == "batched":
@@ -191,7 +235,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         print(f"--vec batched: {n_envs} instances of the batched simulator; hyperparameters changed by the "
               f"vec_batched entry and the flags: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     check_seed_sets(cfg.seed, n_envs)
-    if hp["pretrain"] and not cfg.resume:
+    pretraining = bool(hp["pretrain"]) and not cfg.resume
+    if pretraining:
         pt = hp["pretrain"]
         n_demo = (int(pt.get("dagger", 0)) + 1) * int(pt.get("episodes", 20))
         if n_demo > 1000 - DEMO_SEED_START:
@@ -201,6 +246,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise FileNotFoundError(f"--resume: no model file {cfg.resume}")
     primary = load_scenario(cfg.scenario).primary_metric
     torch.set_num_threads(max(int(cfg.threads), 1))
+    print_plan(cfg, hp, pretraining)
     run_dir = make_run_dir(cfg, spec.name)
     describe_run(run_dir, cfg, hp, primary)
     env_kwargs = {**spec.env_kwargs, **hp["env_kwargs"]}
@@ -220,21 +266,32 @@ def train(cfg: TrainConfig) -> TrainResult:
         HyperparamsTextCallback({"algo": spec.name, "scenario": cfg.scenario, "seed": cfg.seed,
                                  **{k: _yaml_safe(v) for k, v in hp.items()}}),
     ]
+    eval_cb = None
     if cfg.eval_freq > 0:
-        callbacks.append(HeuristicEvalCallback(
+        eval_cb = HeuristicEvalCallback(
             eval_env, cfg.eval_seeds, primary, cfg.eval_heuristics, cfg.eval_freq, best_path,
-            log_path=run_dir / "evaluations.jsonl"))
+            log_path=run_dir / "evaluations.jsonl")
+        callbacks.append(eval_cb)
     if cfg.checkpoint_freq > 0:
         callbacks.append(CheckpointCallback(max(cfg.checkpoint_freq // n_envs, 1), str(run_dir / "checkpoints"),
                                             name_prefix="model"))
+    if cfg.progress_bar:
+        callbacks.append(TrainingProgress(f"train ({spec.name})", total=planned_timesteps(spec.name, hp)))
     model_path = run_dir / "model.zip"
     interrupted = False
+    phases: dict[str, float] = {}
     t0 = time.perf_counter()
+    start_steps = int(model.num_timesteps)
     try:
-        if hp["pretrain"] and not cfg.resume:
+        if pretraining:
             warm_start(model, cfg, hp, env_kwargs, shaping, primary)
-        model.learn(total_timesteps=int(hp["n_timesteps"]), callback=callbacks,
-                    progress_bar=cfg.progress_bar, reset_num_timesteps=not cfg.resume)
+            phases["pretrain_s"] = time.perf_counter() - t0
+        t_rl = time.perf_counter()
+        try:
+            model.learn(total_timesteps=int(hp["n_timesteps"]), callback=callbacks,
+                        progress_bar=False, reset_num_timesteps=not cfg.resume)
+        finally:
+            phases["rl_s"] = time.perf_counter() - t_rl
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted at {model.num_timesteps} steps: saving {model_path}", file=sys.stderr)
@@ -246,17 +303,66 @@ def train(cfg: TrainConfig) -> TrainResult:
         shutil.copyfile(model_path, best_path)
     env.close()
     result = TrainResult(run_dir, model_path, best_path, int(model.num_timesteps), wall, interrupted)
-    (run_dir / "train_summary.json").write_text(json.dumps(
-        {"num_timesteps": result.num_timesteps, "wall_s": wall, "fps": result.num_timesteps / max(wall, 1e-9),
-         "interrupted": interrupted}, indent=2) + "\n")
-    print(f"trained {result.num_timesteps} steps in {wall:.0f}s -> {run_dir}")
+    rl_steps = result.num_timesteps - start_steps
+    eval_s = float(getattr(eval_cb, "seconds", 0.0)) if eval_cb is not None else 0.0
+    rl_s = phases.get("rl_s", 0.0)
+    summary = {
+        "num_timesteps": result.num_timesteps, "rl_timesteps": rl_steps,
+        "requested_timesteps": int(hp["n_timesteps"]), "wall_s": wall,
+        "pretrain_s": phases.get("pretrain_s", 0.0), "rl_s": rl_s, "periodic_eval_s": eval_s,
+        "fps": rl_steps / max(rl_s - eval_s, 1e-9),
+        "fps_note": "RL phase alone: environment steps over the RL phase's wall time minus periodic evaluation",
+        "interrupted": interrupted,
+    }
+    print(f"trained {result.num_timesteps} steps in {wall:.0f}s (pretraining {summary['pretrain_s']:.0f}s, "
+          f"RL {rl_s:.0f}s of which periodic evaluation {eval_s:.0f}s; RL {summary['fps']:.0f} steps/s) -> {run_dir}")
+    summary_path = run_dir / "train_summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     if cfg.final_eval and not interrupted:
         from agents.report import compare_with_baselines
 
+        t_eval = time.perf_counter()
         result.final_eval = compare_with_baselines(
             cfg.scenario, {"agent:best_model": best_path, "agent:model": model_path}, cfg.test_seeds,
-            primary, device=cfg.device, out_path=run_dir / "final_eval.json")
+            primary, device=cfg.device, out_path=run_dir / "final_eval.json", progress=cfg.progress_bar)
+        summary["final_eval_s"] = time.perf_counter() - t_eval
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    from agents.callbacks import hparam_dict, log_run_hparams, run_metrics
+
+    log_run_hparams(  # TensorBoard's HPARAMS tab: the run's hyperparameters and final numbers
+        model.logger, hparam_dict(spec.name, cfg.scenario, cfg.seed, hp, vec=cfg.vec),
+        run_metrics(primary, eval_cb, result.final_eval), result.num_timesteps)
     return result
+
+
+def print_plan(cfg: TrainConfig, hp: dict, pretraining: bool) -> None:
+    """Say what the run will do, phase by phase, before it starts."""
+    spec = get_algo(cfg.algo)
+    steps = planned_timesteps(spec.name, hp)
+    lines = [f"plan: {spec.name} on {cfg.scenario}, seed {cfg.seed}, {hp['n_envs']} env(s), policy {hp['policy_net']}"]
+    if pretraining:
+        pt = hp["pretrain"]
+        lines.append(f"  1. pretraining: behaviour cloning of {pt.get('heuristic', 'adaptive')} on "
+                     f"{pt.get('episodes', 20)} training episodes, then {pt.get('dagger', 0)} DAgger round(s) "
+                     f"(off: --no-pretrain)")
+    else:
+        lines.append("  1. pretraining: off" + (" (resumed run)" if cfg.resume and hp["pretrain"] else ""))
+    rounding = ""
+    if steps != int(hp["n_timesteps"]):
+        unit = f"{hp.get('n_steps')} x {hp['n_envs']}" if spec.on_policy else f"{hp['n_envs']} env(s)"
+        rounding = f" (asked {int(hp['n_timesteps'])}: whole rollouts of {unit})"
+    lines.append(f"  2. RL training: {steps} environment steps{rounding}"
+                 + (" on top of the resumed model's" if cfg.resume else ""))
+    if cfg.eval_freq > 0:
+        lines.append(f"  3. periodic evaluation every {cfg.eval_freq} steps vs the strongest of "
+                     f"{', '.join(cfg.eval_heuristics)} on seeds {list(cfg.eval_seeds)} (off: --eval-freq 0)")
+    else:
+        lines.append("  3. periodic evaluation: off")
+    if cfg.final_eval:
+        lines.append(f"  4. final evaluation vs every heuristic on seeds {list(cfg.test_seeds)} (off: --no-final-eval)")
+    else:
+        lines.append("  4. final evaluation: off")
+    print("\n".join(lines))
 
 
 #: Demonstration seeds of the behaviour-cloning warm start: a block of 500..999 chosen by the
@@ -278,17 +384,20 @@ def warm_start(model, cfg: TrainConfig, hp: dict, env_kwargs: dict, shaping: dic
     bc = {"batch_size": int(pt.get("batch_size", 256)), "lr": float(pt.get("lr", 1e-3)),
           "value_coef": float(pt.get("value_coef", 0.5)), "seed": cfg.seed}
     t0 = time.perf_counter()
-    demos = collect(cfg.scenario, heuristic, range(start, start + episodes), gamma, env_kwargs, shaping or None, metric)
+    show = cfg.progress_bar
+    demos = collect(cfg.scenario, heuristic, range(start, start + episodes), gamma, env_kwargs, shaping or None, metric,
+                    progress=show, desc=f"pretrain: {heuristic} demonstrations")
     print(f"pretrain: {len(demos.actions)} decisions from {episodes} {heuristic} episodes "
           f"({metric} {demos.metric:.4f}; {time.perf_counter() - t0:.0f}s)")
-    behaviour_clone(model, demos, epochs=int(pt.get("epochs", 5)), logger=model.logger, **bc)
+    behaviour_clone(model, demos, epochs=int(pt.get("epochs", 5)), logger=model.logger, progress=show, **bc)
     for r in range(rounds):
         s0 = start + (r + 1) * episodes
         more = collect(cfg.scenario, heuristic, range(s0, s0 + episodes), gamma, env_kwargs, shaping or None,
-                       metric, learner=model)
+                       metric, learner=model, progress=show, desc=f"dagger round {r + 1}/{rounds}: learner episodes")
         print(f"dagger round {r + 1}/{rounds}: learner {metric} {more.metric:.4f}; "
               f"{len(more.actions)} more decisions labelled")
         demos = concat(demos, more)
-        behaviour_clone(model, demos, epochs=int(pt.get("dagger_epochs", 2)), logger=model.logger, **bc)
+        behaviour_clone(model, demos, epochs=int(pt.get("dagger_epochs", 2)), logger=model.logger, progress=show,
+                        desc=f"dagger round {r + 1}/{rounds}: behaviour cloning", **bc)
     model.logger.record("pretrain/decisions", len(demos.actions))
     model.logger.record("pretrain/seconds", time.perf_counter() - t0)

@@ -19,8 +19,9 @@ per-seed differences with their own bootstrap CI.
 **Outputs** in ``--out`` (one scenario) or ``--out/<scenario>/`` (several; then ``--out`` also
 gets ``results.json`` = ``{"scenarios": [...]}``, a combined ``results.csv`` and ``results.md``):
 ``results.json``, ``results.csv`` (long: scenario, policy, seed, metric, value; the bound's rows
-have policy ``lower_bound``), ``results.md``, ``metrics.png`` (bars with 95% CIs, bound dashed),
-``latency_cdf.png``. Every file is written to a temporary file in the same folder, then renamed.
+have policy ``lower_bound``), ``results.md``, ``metrics.png`` (means with 95% CIs on axes zoomed
+to the values, bound dashed), ``paired_differences.png`` (each policy minus the best heuristic on
+the primary metric, with paired CIs) and ``latency_cdf.png``. Every file is written to a temporary file in the same folder, then renamed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ BOUND = "lower_bound"
 
 class UsageError(Exception):
     """Bad command-line input: reported as one line, exit code 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during the episodes: what finished is kept in the journal."""
+
+
+#: Sub-folder of ``--out`` holding the journal of finished episodes (:mod:`baselines.journal`).
+PARTIAL = ".partial"
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -87,17 +96,20 @@ def _make_env(scenario: str, env_kwargs: dict):
 
 def _env_and_policy(item: WorkItem):
     from baselines import REGISTRY, load_policy
-    from baselines.rollout import env_kwargs_for
+    from baselines.rollout import env_kwargs_for, is_custom_spec
 
     key = (item.scenario, item.policy, item.env_kwargs, item.device, item.policy_kwargs)
     if key not in _CACHE:
         env_kwargs = dict(item.env_kwargs)
-        if item.policy in REGISTRY:
+        if item.policy in REGISTRY or is_custom_spec(item.policy):
             env = _make_env(item.scenario, env_kwargs)
             policy = load_policy(item.policy, env, **dict(item.policy_kwargs))
-        else:
-            policy = load_policy(item.policy, None, device=item.device)
-            env = _make_env(item.scenario, {**env_kwargs, **env_kwargs_for(policy)})
+        else:  # the scenario's env gives a train.py model its spaces (weights-only loading)
+            env = _make_env(item.scenario, env_kwargs)
+            policy = load_policy(item.policy, env, device=item.device)
+            if env_kwargs_for(policy):
+                env.close()
+                env = _make_env(item.scenario, {**env_kwargs, **env_kwargs_for(policy)})
         _CACHE[key] = (env, policy)
     return _CACHE[key]
 
@@ -112,7 +124,7 @@ def run_item(item: WorkItem) -> dict:
     except Exception as e:
         raise RuntimeError(f"policy '{item.label}' on scenario '{item.scenario}', seed {item.seed}, "
                            f"episode {item.episode} failed: {type(e).__name__}: {e}") from e
-    res["kind"] = describe(policy)
+    res["kind"] = describe(policy, item.policy)
     res["item"] = item
     res["scenario_name"] = env.unwrapped.scenario.name
     return res
@@ -172,11 +184,16 @@ def summarize_scenario(sr: ScenarioResult) -> dict:
             return -math.inf
         return mean if higher else -mean
 
+    # The reference of the paired differences is the best *built-in heuristic* in the table;
+    # with none (only models or policies of one's own), there are no paired differences.
     heuristics = [lbl for lbl in sr.labels if policies[lbl]["kind"] == "heuristic"]
     best_policy = max(sr.labels, key=rank_key)
-    best_heuristic = max(heuristics, key=rank_key) if heuristics else best_policy
-    ref = per_seed_values(sr.runs[best_heuristic], sr.seeds, pm)
+    best_heuristic = max(heuristics, key=rank_key) if heuristics else None
+    ref = per_seed_values(sr.runs[best_heuristic], sr.seeds, pm) if best_heuristic else None
     for label in sr.labels:
+        if ref is None:
+            policies[label]["paired_vs_best_heuristic"] = None
+            continue
         diff = paired_difference(per_seed_values(sr.runs[label], sr.seeds, pm), ref)
         policies[label]["paired_vs_best_heuristic"] = {"metric": pm, "against": best_heuristic, **diff}
     return {
@@ -256,13 +273,24 @@ def seeds_text(seeds: list[int]) -> str:
     return f"{n} seeds ({lo}-{hi})" if contiguous else f"{n} seeds (between {lo} and {hi}, not contiguous)"
 
 
+#: Below this many seeds the report notes that its intervals undercover.
+ENOUGH_SEEDS = 20
+
+
 def few_seeds_warning(n: int) -> list[str]:
-    """Report lines warning that fewer than 5 seeds make the intervals meaningless."""
-    if n >= 5:
-        return []
-    return [f"**Warning: only {n} seed(s).** A 95% bootstrap interval over fewer than 5 seeds does not "
+    """Report lines saying when there are too few seeds for the 95% intervals to mean 95%: a
+    warning below 5 seeds (the interval is degenerate or nearly so), a note below
+    :data:`ENOUGH_SEEDS` (the percentile bootstrap of a mean undercovers with few samples: about
+    91% at n = 10 for normal data, since it uses the plug-in standard deviation and normal tails)."""
+    if n < 5:
+        return [f"**Warning: only {n} seed(s).** A 95% bootstrap interval over fewer than 5 seeds does not "
                 f"cover the true mean 95% of the time (it is degenerate for 1 seed); use more seeds "
                 f"(e.g. `--seeds 1000-1199`) before drawing conclusions.", ""]
+    if n < ENOUGH_SEEDS:
+        return [f"*Note: {n} seeds.* With fewer than {ENOUGH_SEEDS} seeds the 95% percentile-bootstrap "
+                f"intervals are too narrow (about 91% coverage at 10 seeds); use `--seeds 1000-1199` "
+                f"(and `--backend batched`) for claims.", ""]
+    return []
 
 
 def table_metrics(summary: dict) -> list[str]:
@@ -284,17 +312,22 @@ def markdown(summary: dict) -> str:
             best[m] = _fmt(max(means) if m in HIGHER_IS_BETTER else min(means))
     arrow = {m: "↑" if m in HIGHER_IS_BETTER else "↓" for m in cols}
     bh = summary["best_heuristic"]
+    if bh is None:
+        ref_text = ("No built-in heuristic in the table, so no paired differences (add one, e.g. "
+                    "`--policies adaptive ...`, to compare against it).")
+    else:
+        ref_text = (f"best heuristic: **{bh}**. Best value per column in bold. Δ = paired difference in {pm} "
+                    f"against {bh} [95% paired bootstrap CI].")
     lines = [
         f"## {summary['scenario']}",
         "",
         f"{seeds_text(summary['seeds'])} x {summary['episodes_per_seed']} episode(s); mean [95% bootstrap CI] "
         f"over seeds. Primary metric: **{pm}** ({arrow[pm]}). Best policy: **{summary['best_policy']}**; "
-        f"best heuristic: **{bh}**. Best value per column in bold. Δ = paired difference in {pm} "
-        f"against {bh} [95% paired bootstrap CI].",
+        + ref_text,
         "",
         *few_seeds_warning(len(summary["seeds"])),
-        "| policy | " + " | ".join(f"{m} {arrow[m]}" for m in cols) + f" | Δ {pm} vs {bh} |",
-        "|---|" + "---|" * (len(cols) + 1),
+        "| policy | " + " | ".join(f"{m} {arrow[m]}" for m in cols) + (f" | Δ {pm} vs {bh} |" if bh else " |"),
+        "|---|" + "---|" * (len(cols) + (1 if bh else 0)),
     ]
 
     def cell(s, m=None):
@@ -309,63 +342,206 @@ def markdown(summary: dict) -> str:
     for label, p in pols.items():
         row = [cell(p["metrics"].get(m), m) for m in cols]
         diff = p["paired_vs_best_heuristic"]
-        dtext = "—" if label == bh else cell(diff)
-        lines.append(f"| {label} | " + " | ".join(row) + f" | {dtext} |")
+        dtext = "" if bh is None else (" —" if label == bh else " " + cell(diff)) + " |"
+        lines.append(f"| {label} | " + " | ".join(row) + " |" + dtext)
     b = summary["lower_bound"]["metrics"]
-    lines.append("| *bound (ideal, no queueing)* | " + " | ".join(cell(b.get(m)) for m in cols) + " | |")
+    lines.append("| *bound (ideal, no queueing)* | " + " | ".join(cell(b.get(m)) for m in cols) + " |"
+                 + (" |" if bh else ""))
     lines.append("")
     return "\n".join(lines)
 
 
-def plot(summary: dict, latencies: dict[str, np.ndarray], bound_latencies: np.ndarray, out: Path) -> list[Path]:
+#: Marker colour of each kind of policy in the plots.
+KIND_COLOURS = {"heuristic": "tab:blue", "custom": "tab:purple", "sb3": "tab:orange"}
+
+
+def _kind_colour(kind: str) -> str:
+    return KIND_COLOURS.get(kind.split(":", 1)[0], "tab:gray")
+
+
+def _short(label: str, most: int = 28) -> str:
+    return label if len(label) <= most else "…" + label[-(most - 1):]
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.4f}" if abs(v) < 10 else f"{v:+.4g}"
+
+
+def _zoomed_limits(lo: list[float], hi: list[float], extra: float | None = None) -> tuple[float, float] | None:
+    """Axis limits around the intervals ``[lo, hi]`` (a 12% margin; a small one around a single
+    value) and ``extra`` (the bound) when it does not squash them more than three times."""
+    vals = [v for v in (*lo, *hi) if np.isfinite(v)]
+    if not vals:
+        return None
+    a, b = min(vals), max(vals)
+    if extra is not None and np.isfinite(extra):
+        a2, b2 = min(a, extra), max(b, extra)
+        if (b2 - a2) <= 3 * max(b - a, 1e-12) or b - a == 0:
+            a, b = a2, b2
+    pad = 0.12 * (b - a) if b > a else max(abs(a) * 0.02, 1e-3)
+    return a - pad, b + pad
+
+
+def plot_metrics(summary: dict, out: Path) -> Path:
+    """``metrics.png``: per metric, each policy's mean with its 95% CI, on an axis zoomed to the
+    values (not from 0), the bound as a dashed line where it fits, the best policy's label bold."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    from envs.sim.metrics import HIGHER_IS_BETTER
+
     cols = table_metrics(summary)
-    labels = list(summary["policies"])
+    pols = summary["policies"]
+    labels = list(pols)
     ncol = 4
     nrow = math.ceil(len(cols) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.6 * nrow), squeeze=False)
+    label_in = 0.06 * min(max(len(lbl) for lbl in labels), 28)  # rotated tick labels
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, nrow * (2.5 + label_in) + 0.4), squeeze=False)
     x = np.arange(len(labels))
+    colours = [_kind_colour(pols[lbl]["kind"]) for lbl in labels]
     for ax, m in zip(axes.ravel(), cols, strict=False):
-        means, err = [], [[], []]
+        means, lo, hi = [], [], []
         for lbl in labels:
-            s = summary["policies"][lbl]["metrics"].get(m, {})
-            mu = s.get("mean")
+            s = pols[lbl]["metrics"].get(m, {})
+            mu = math.nan if s.get("mean") is None else float(s["mean"])
             ci = s.get("ci95") or [mu, mu]
-            mu = math.nan if mu is None else mu
             means.append(mu)
-            err[0].append(0.0 if ci[0] is None or math.isnan(mu) else max(mu - ci[0], 0.0))
-            err[1].append(0.0 if ci[1] is None or math.isnan(mu) else max(ci[1] - mu, 0.0))
-        ax.bar(x, means, yerr=err, capsize=2, color="tab:blue", alpha=0.8)
+            lo.append(mu if ci[0] is None else float(ci[0]))
+            hi.append(mu if ci[1] is None else float(ci[1]))
+        means_a, lo_a, hi_a = np.array(means), np.array(lo), np.array(hi)
+        err = np.vstack([np.maximum(means_a - lo_a, 0.0), np.maximum(hi_a - means_a, 0.0)])
+        err = np.where(np.isfinite(err), err, 0.0)
+        ax.errorbar(x, means_a, yerr=err, fmt="none", ecolor="0.35", elinewidth=1.2, capsize=3, zorder=2)
+        ax.scatter(x, means_a, c=colours, s=28, zorder=3)
+        for xi, mu, top in zip(x, means_a, hi_a, strict=True):  # the value, to read small differences
+            if np.isfinite(mu):
+                ax.annotate(_fmt(mu), (xi, top if np.isfinite(top) else mu), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", rotation=90, fontsize=6, color="0.2", zorder=4,
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85})
         b = summary["lower_bound"]["metrics"].get(m, {}).get("mean")
-        if b is not None:
-            ax.axhline(b, color="k", ls="--", lw=1, label="bound")
-            ax.legend(fontsize=7)
-        ax.set_title(m, fontsize=9)
-        ax.set_xticks(x)
-        ax.set_xticklabels(labels, rotation=70, fontsize=7)
+        log = False
         if m.endswith("latency") or m == "mean_slowdown":
             finite = [v for v in means if np.isfinite(v) and v > 0]
-            if finite and max(finite) / max(min(finite), 1e-12) > 50:
-                ax.set_yscale("log")
+            log = bool(finite) and max(finite) / max(min(finite), 1e-12) > 50
+        if log:
+            ax.set_yscale("log")
+        else:
+            lim = _zoomed_limits(lo, hi, b)
+            if lim is not None:
+                ax.set_ylim(lim[0], lim[1] + 0.22 * (lim[1] - lim[0]))  # room for the values
+        if b is not None:
+            ymin, ymax = ax.get_ylim()
+            if ymin <= b <= ymax:
+                ax.axhline(b, color="k", ls="--", lw=1, label=f"bound {_fmt(b)}")
+                ax.legend(fontsize=7, loc="best")
+            else:
+                ax.text(0.99, 0.98 if b > ymax else 0.02, f"bound {_fmt(b)} (off scale)", transform=ax.transAxes,
+                        ha="right", va="top" if b > ymax else "bottom", fontsize=7, color="0.3")
+        finite = [(v, i) for i, v in enumerate(means) if np.isfinite(v)]
+        best = (max(finite) if m in HIGHER_IS_BETTER else min(finite))[1] if finite else None
+        ax.set_title(f"{m} ({'higher' if m in HIGHER_IS_BETTER else 'lower'} is better)", fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xticklabels([_short(lbl) for lbl in labels], rotation=70, fontsize=7)
+        if best is not None:
+            ax.get_xticklabels()[best].set_fontweight("bold")
+        ax.grid(axis="y", color="0.9", lw=0.6)
+        ax.tick_params(axis="y", labelsize=7)
     for ax in axes.ravel()[len(cols):]:
         ax.axis("off")
-    fig.suptitle(f"{summary['scenario']}: mean and 95% bootstrap CI over {seeds_text(summary['seeds'])}",
+    kinds = sorted({pols[lbl]["kind"].split(":", 1)[0] for lbl in labels})
+    handles = [plt.Line2D([], [], ls="none", marker="o", color=_kind_colour(k), label=k) for k in kinds]
+    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False, ncol=len(handles))
+    fig.suptitle(f"{summary['scenario']}: mean and 95% bootstrap CI over {seeds_text(summary['seeds'])} x "
+                 f"{summary['episodes_per_seed']} episode(s) (axes zoomed to the values; best in bold)",
                  fontsize=10)
-    fig.tight_layout()
-    written.append(_save_fig(fig, out / "metrics.png"))
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    path = _save_fig(fig, out / "metrics.png")
     plt.close(fig)
+    return path
+
+
+def plot_paired_differences(summary: dict, out: Path) -> Path:
+    """``paired_differences.png``: each policy's paired difference on the primary metric against
+    the best heuristic (per-seed differences: mean and 95% paired bootstrap CI), a zero line,
+    better/worse colour-coded where the CI excludes zero."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pm, bh = summary["primary_metric"], summary.get("best_heuristic")
+    higher = summary.get("primary_higher_is_better", True)
+    n_seeds = len(summary["seeds"])
+    rows = []
+    for lbl, p in summary["policies"].items():
+        d = p.get("paired_vs_best_heuristic")
+        if bh is None or lbl == bh or not d or d.get("mean") is None:
+            continue
+        ci = d.get("ci95") or [d["mean"], d["mean"]]
+        rows.append((lbl, float(d["mean"]), float(ci[0]), float(ci[1]), int(d.get("n", n_seeds))))
+    rows.sort(key=lambda r: -r[1] if higher else r[1])  # best at the top
+    if rows:
+        rows.insert(0, (bh, 0.0, 0.0, 0.0, n_seeds))
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.42 * max(len(rows), 2)))
+    if rows:
+        y = np.arange(len(rows))
+        kinds = [summary["policies"][r[0]]["kind"].split(":", 1)[0] for r in rows]
+        for yi, (lbl, mu, lo, hi, _n), kind in zip(y, rows, kinds, strict=True):
+            better = lo > 0 if higher else hi < 0
+            worse = hi < 0 if higher else lo > 0
+            colour = "tab:green" if better else "tab:red" if worse else "0.4"
+            marker = {"heuristic": "o", "sb3": "s", "custom": "D"}.get(kind, "o")
+            ax.errorbar([mu], [yi], xerr=[[max(mu - lo, 0.0)], [max(hi - mu, 0.0)]], fmt=marker, color=colour,
+                        ecolor=colour, elinewidth=1.6, capsize=4, ms=6, zorder=3,
+                        mfc="white" if lbl == bh else colour)
+            text = "reference" if lbl == bh else f"{_signed(mu)} [{_signed(lo)}, {_signed(hi)}]"
+            ax.annotate(text, (1.01, yi), xycoords=("axes fraction", "data"), va="center", fontsize=7.5,
+                        color=colour, annotation_clip=False)
+        ax.set_yticks(y)
+        ax.set_yticklabels([_short(r[0], 36) + (f" ({k})" if k != "heuristic" else "")
+                            for r, k in zip(rows, kinds, strict=True)], fontsize=8)
+        lo_all = min(min(r[2] for r in rows), 0.0)
+        hi_all = max(max(r[3] for r in rows), 0.0)
+        pad = 0.06 * (hi_all - lo_all) if hi_all > lo_all else 1e-3
+        ax.set_xlim(lo_all - pad, hi_all + pad)
+        ax.set_ylim(len(rows) - 0.4, -0.6)
+    else:
+        why = ("no built-in heuristic in the table: no paired differences" if bh is None
+               else f"no policy other than {bh} to compare")
+        ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_yticks([])
+        ax.set_xticks([])
+    ax.axvline(0.0, color="k", lw=1, zorder=2)
+    ax.grid(axis="x", color="0.9", lw=0.6)
+    better_side = "right" if higher else "left"
+    ref = bh if bh is not None else "(no reference)"
+    ax.set_xlabel(f"Δ {pm} = policy − {ref} (per-seed paired difference; better to the {better_side})", fontsize=9)
+    ax.set_ylabel("policy", fontsize=9)
+    ax.set_title(f"{summary['scenario']}: paired difference in {pm} vs best heuristic {ref}\n"
+                 f"mean and 95% paired bootstrap CI over {n_seeds} seed(s) x {summary['episodes_per_seed']} "
+                 f"episode(s); green/red: CI excludes 0", fontsize=9)
+    fig.tight_layout()  # (counts the value labels right of the axes)
+    path = _save_fig(fig, out / "paired_differences.png")
+    plt.close(fig)
+    return path
+
+
+def plot_latency_cdf(summary: dict, latencies: dict[str, np.ndarray], bound_latencies: np.ndarray,
+                     out: Path) -> Path:
+    """``latency_cdf.png``: the CDF of completed tasks' latencies of each policy and the bound."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for lbl in labels:
+    for lbl in summary["policies"]:
         lat = np.sort(latencies.get(lbl, np.zeros(0)))
         lat = lat[lat > 0]
         if lat.size:
-            ax.step(*_cdf_points(lat), where="post", label=lbl, lw=1)
+            ax.step(*_cdf_points(lat), where="post", label=_short(lbl), lw=1)
     bl = np.sort(bound_latencies[bound_latencies > 0]) if bound_latencies.size else bound_latencies
     if bl.size:
         ax.step(*_cdf_points(bl), where="post", label="bound", color="k", ls="--", lw=1)
@@ -375,9 +551,15 @@ def plot(summary: dict, latencies: dict[str, np.ndarray], bound_latencies: np.nd
     ax.set_title(f"{summary['scenario']}: latency CDF")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    written.append(_save_fig(fig, out / "latency_cdf.png"))
+    path = _save_fig(fig, out / "latency_cdf.png")
     plt.close(fig)
-    return written
+    return path
+
+
+def plot(summary: dict, latencies: dict[str, np.ndarray], bound_latencies: np.ndarray, out: Path) -> list[Path]:
+    """Write ``metrics.png``, ``paired_differences.png`` and ``latency_cdf.png`` into ``out``."""
+    return [plot_metrics(summary, out), plot_paired_differences(summary, out),
+            plot_latency_cdf(summary, latencies, bound_latencies, out)]
 
 
 def _cdf_points(sorted_values: np.ndarray, most: int = 4000) -> tuple[np.ndarray, np.ndarray]:
@@ -432,7 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scenario", action="append", metavar="NAME|PATH",
                     help="built-in scenario name or YAML path (repeatable; default serving-small)")
     ap.add_argument("--policies", nargs="+", default=["all"], metavar="P",
-                    help="heuristic names, 'all' (every heuristic), or paths to SB3 .zip models")
+                    help="heuristic names, 'all' (every built-in heuristic), paths to SB3 .zip models, or policies "
+                         "of your own: module:Class, path/to/file.py:Class, or the name of a "
+                         "'modelsched.policies' entry point")
     ap.add_argument("--exclude", nargs="+", default=[], metavar="P",
                     help="policies left out of --policies (e.g. --policies all --exclude genetic)")
     ap.add_argument("--seeds", nargs="+", type=seed_arg, default=None, metavar="S",
@@ -451,6 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "on the reference, with a notice). Same results, same outputs (default reference)")
     ap.add_argument("--batch-size", type=int, default=None, metavar="B",
                     help="instances per batched-simulator chunk (default 1024)")
+    ap.add_argument("--threads", type=int, default=1, metavar="N",
+                    help="torch CPU threads per process for SB3 models (default 1: the small policy networks run "
+                         "fastest single-threaded, see benchmarks/eval_threads.py)")
+    ap.add_argument("--no-resume", dest="resume", action="store_false",
+                    help="ignore episodes kept from an interrupted run of the same command (by default they are "
+                         "reused: finished episodes are kept in <out>/.partial until the outputs are written)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
@@ -471,8 +661,17 @@ def seed_arg(text: str) -> list[int]:
 
 
 def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], dict]:
-    from baselines import REGISTRY, PolicyError, names
-    from baselines.rollout import detect_algorithm, model_path, policy_label
+    from baselines import REGISTRY, PolicyError, load_policy, names
+    from baselines.rollout import (
+        check_spaces,
+        custom_policy_object,
+        detect_algorithm,
+        env_kwargs_for,
+        is_custom_spec,
+        model_path,
+        policy_labels,
+        writes_run_config,
+    )
     from envs.config import ConfigError
 
     scenarios = args.scenario or ["serving-small"]
@@ -484,6 +683,8 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
         raise UsageError("--episodes must be >= 1")
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
+    if args.threads < 1:
+        raise UsageError("--threads must be >= 1")
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
     if args.batch_size is not None and args.backend != "batched":
@@ -515,19 +716,30 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
     specs = [x for x in specs if x not in args.exclude]
     if not specs:
         raise UsageError("--exclude leaves no policy to evaluate")
-    policies, seen = [], set()
-    for spec in specs:
-        if spec not in REGISTRY:
-            try:
-                detect_algorithm(model_path(spec, known="all, " + ", ".join(names())))
-            except PolicyError as e:
-                raise UsageError(str(e)) from None
-        label = policy_label(spec)
-        base, i = label, 2
-        while label in seen:
-            label, i = f"{base}-{i}", i + 1
-        seen.add(label)
-        policies.append((spec, label))
+    policies = list(zip(specs, policy_labels(specs)))
+    for spec, label in policies:  # every model loaded and checked against every scenario up front
+        if spec in REGISTRY:
+            continue
+        try:
+            if is_custom_spec(spec):
+                custom_policy_object(spec)
+                continue
+            path = model_path(spec, known="all, " + ", ".join(names()))
+            detect_algorithm(path)
+            if not writes_run_config(path):
+                print(f"evaluate.py: {spec} is not in a train.py run folder: it is loaded with SB3's loader, which "
+                      f"unpickles (runs) code from the file; only evaluate model files you trust", file=sys.stderr)
+            first = _make_env(scenarios[0], env_kwargs)
+            model = load_policy(spec, first, device="cpu")
+            first.close()
+            for sc in scenarios:
+                env = _make_env(sc, {**env_kwargs, **env_kwargs_for(model)})
+                check_spaces(model, env, label, sc)
+                env.close()
+        except PolicyError as e:
+            raise UsageError(str(e)) from None
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder")
     return scenarios, policies, seeds, env_kwargs
 
 
@@ -537,35 +749,136 @@ def _heavy_first(item: WorkItem) -> tuple:
     return (0 if item.policy not in REGISTRY or item.policy == "genetic" else 1,)
 
 
+def _set_threads(n: int) -> None:
+    """torch's CPU threads in this process (workers call it at start)."""
+    import torch
+
+    torch.set_num_threads(int(n))
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    """Worker start: torch threads, and a watchdog that ends the worker when its parent dies
+    (a killed ``evaluate.py`` leaves no workers behind)."""
+    import threading
+
+    _set_threads(threads)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _run_pool(items: list[WorkItem], order: list[int], done, jobs: int, threads: int) -> None:
+    """Run ``items[order]`` in ``jobs`` spawned processes, calling ``done(i, result)`` as each
+    finishes. On an interrupt or an error the workers are terminated, not waited for."""
+    ctx = mp.get_context("spawn")
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                  initargs=(threads, os.getpid()))
+    try:
+        futures = {pool.submit(run_item, items[i]): i for i in order}
+        for fut in cf.as_completed(futures):
+            done(futures[fut], fut.result())
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def evaluate(args) -> list[dict]:
     scenarios, policies, seeds, env_kwargs = _check_inputs(args)
+    threads = getattr(args, "threads", 1)
+    _set_threads(threads)
     items = [WorkItem(sc, spec, label, s, e, tuple(sorted(env_kwargs.items())), args.device)
              for sc in scenarios for spec, label in policies for s in seeds for e in range(args.episodes)]
     order = sorted(range(len(items)), key=lambda i: _heavy_first(items[i]))
     results: list[dict | None] = [None] * len(items)
-    from tqdm import tqdm
+    from baselines.journal import Journal
+    from baselines.progress import Progress
 
-    bar = tqdm(total=len(items), desc="episodes", unit="ep", disable=args.no_progress, file=sys.stderr)
+    journal = Journal(args.out / PARTIAL, enabled=getattr(args, "resume", True))
+    if not journal.enabled and journal.folder.is_dir():
+        import shutil
+
+        shutil.rmtree(journal.folder)
+    keys = [journal.key(it, env_kwargs) for it in items]
+    resumed = 0
+    for i in range(len(items)):
+        r = journal.load(keys[i])
+        if r is not None:
+            r["item"] = items[i]
+            results[i] = r
+            resumed += 1
+    if resumed:
+        print(f"evaluate.py: resuming: {resumed} of {len(items)} episodes were already done "
+              f"(kept in {journal.folder}; --no-resume starts afresh)", file=sys.stderr)
+    order = [i for i in order if results[i] is None]
+
+    def done(i: int, result: dict) -> None:
+        results[i] = result
+        journal.save(keys[i], result)
+
+    bar = Progress(len(items), "evaluate: episodes", "episodes", enabled=not args.no_progress)
+    bar.update(resumed)
     t0 = time.perf_counter()
     fallback: list[str] = []
     try:
         if args.backend == "batched":
-            order, fallback = _run_batched_items(items, order, results, args, env_kwargs, bar)
+            order, fallback = _run_batched_items(items, order, done, args, env_kwargs, bar)
         if args.jobs == 1:
             for i in order:
-                results[i] = run_item(items[i])
+                done(i, run_item(items[i]))
                 bar.update(1)
         else:
-            ctx = mp.get_context("spawn")
-            with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-                futures = {pool.submit(run_item, items[i]): i for i in order}
-                for fut in cf.as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.update(1)
+            def done_and_count(i: int, result: dict) -> None:
+                done(i, result)
+                bar.update(1)
+
+            _run_pool(items, order, done_and_count, args.jobs, threads)
+    except KeyboardInterrupt:
+        kept = sum(r is not None for r in results)
+        raise Interrupted(f"interrupted: {kept} of {len(items)} episodes are kept in {journal.folder}; "
+                          f"run the same command again to continue") from None
     finally:
         bar.close()
     wall = time.perf_counter() - t0
 
+    # Outputs are written into a staging folder next to --out, then put in its place in one
+    # step: never a mix of new and stale files, never a half-written set.
+    args.out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.staging-", dir=args.out.resolve().parent))
+    try:
+        summaries = _write_all(args, scenarios, policies, seeds, env_kwargs, results, wall, fallback, stage)
+        _replace_folder(stage, args.out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return summaries
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Put the folder ``new`` at ``out``; the old ``out`` (and its journal) is removed. Two
+    renames: a kill between them leaves ``out`` absent and both folders beside it, never a mix."""
+    import shutil
+
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.resolve().parent))
+        os.rmdir(old)
+        os.rename(out, old)
+        os.rename(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(new, out)
+
+
+def _write_all(args, scenarios, policies, seeds, env_kwargs, results, wall, fallback, root: Path) -> list[dict]:
     summaries = []
     multi = len(scenarios) > 1
     all_rows = []
@@ -598,7 +911,7 @@ def evaluate(args) -> list[dict]:
                                f"common random numbers are broken")
         summary = summarize_scenario(sr)
         summary["wall_s_total"] = wall
-        summary["settings"] = {"episodes": args.episodes, "jobs": args.jobs, "device": args.device,
+        summary["settings"] = {"episodes": args.episodes, "jobs": args.jobs, "device": args.device, "threads": getattr(args, "threads", 1),
                                "trace": args.trace, "policies": {lbl: spec for spec, lbl in policies},
                                "backend": args.backend}
         if args.backend == "batched":
@@ -606,7 +919,7 @@ def evaluate(args) -> list[dict]:
 
             summary["settings"]["batch_size"] = args.batch_size or DEFAULT_BATCH
             summary["settings"]["reference_backend_for"] = fallback
-        out = args.out / _safe(name) if multi else args.out
+        out = root / _safe(name) if multi else root
         tb = None
         if args.tensorboard is not None:
             tb = args.tensorboard / _safe(name) if multi else args.tensorboard
@@ -615,21 +928,22 @@ def evaluate(args) -> list[dict]:
         summaries.append(summary)
         all_rows.extend(csv_rows(summary))
     if multi:
-        write_text(args.out / "results.json", json.dumps({"scenarios": summaries}, indent=2, allow_nan=False) + "\n")
-        write_text(args.out / "results.csv", csv_text(all_rows))
-        write_text(args.out / "results.md", "\n".join(markdown(s) for s in summaries))
+        write_text(root / "results.json", json.dumps({"scenarios": summaries}, indent=2, allow_nan=False) + "\n")
+        write_text(root / "results.csv", csv_text(all_rows))
+        write_text(root / "results.md", "\n".join(markdown(s) for s in summaries))
     return summaries
 
 
-def _run_batched_items(items: list[WorkItem], order: list[int], results: list, args, env_kwargs: dict,
+def _run_batched_items(items: list[WorkItem], order: list[int], done, args, env_kwargs: dict,
                        bar) -> tuple[list[int], list[str]]:
     """Run on the batched simulator every item whose policy can (a heuristic with a batched form,
-    or an SB3 model), filling ``results``; returns the order of the items left for the
-    reference backend and the labels of their policies (a notice is printed for each)."""
+    or an SB3 model), calling ``done(i, result)`` chunk by chunk (so an interrupt keeps every
+    finished chunk); returns the order of the items left for the reference backend and the
+    labels of their policies (a notice is printed for each)."""
     from baselines import REGISTRY, load_policy
     from baselines.batched import has_batched
     from baselines.batched_eval import DEFAULT_BATCH, SeedFacts, run_batched
-    from baselines.rollout import describe, env_kwargs_for
+    from baselines.rollout import describe, env_kwargs_for, is_custom_spec
     from envs.scenarios.loader import load_scenario
 
     groups: dict[tuple, list[int]] = {}
@@ -637,7 +951,7 @@ def _run_batched_items(items: list[WorkItem], order: list[int], results: list, a
     fallback: list[str] = []
     for i in order:
         it = items[i]
-        if it.policy in REGISTRY and not has_batched(it.policy):
+        if (it.policy in REGISTRY and not has_batched(it.policy)) or is_custom_spec(it.policy):
             left.append(i)
             if it.label not in fallback:
                 fallback.append(it.label)
@@ -652,27 +966,32 @@ def _run_batched_items(items: list[WorkItem], order: list[int], results: list, a
         policy, kind = spec, "heuristic"
         kw = dict(env_kwargs)
         if spec not in REGISTRY:
-            policy = load_policy(spec, None, device=args.device)
+            spaces_env = _make_env(sc, env_kwargs)
+            policy = load_policy(spec, spaces_env, device=args.device)
+            spaces_env.close()
             kind = describe(policy)
             kw.update(env_kwargs_for(policy))
         kw.pop("invalid_action", None)  # the batched evaluator sets it from the policy
         scenario = load_scenario(sc, **kw)
-        seeds = [episode_seed(items[i].seed, items[i].episode) for i in idx]
-        try:
-            out = run_batched(scenario, policy, label, seeds, facts=facts[sc],
-                              batch_size=args.batch_size or DEFAULT_BATCH, on_episode=bar.update)
-        except Exception as e:
-            from baselines import PolicyError
+        batch = args.batch_size or DEFAULT_BATCH
+        for c in range(0, len(idx), batch):  # one chunk at a time: each is kept as it finishes
+            chunk = idx[c:c + batch]
+            seeds = [episode_seed(items[i].seed, items[i].episode) for i in chunk]
+            try:
+                out = run_batched(scenario, policy, label, seeds, facts=facts[sc], batch_size=batch,
+                                  on_episode=bar.update)
+            except Exception as e:
+                from baselines import PolicyError
 
-            if isinstance(e, PolicyError):
-                raise UsageError(str(e)) from None
-            raise RuntimeError(f"policy '{label}' on scenario '{sc}' (batched backend) failed: "
-                               f"{type(e).__name__}: {e}") from e
-        for i, res in zip(idx, out):
-            res["kind"] = kind
-            res["item"] = items[i]
-            res["scenario_name"] = scenario.name
-            results[i] = res
+                if isinstance(e, PolicyError):
+                    raise UsageError(str(e)) from None
+                raise RuntimeError(f"policy '{label}' on scenario '{sc}' (batched backend) failed: "
+                                   f"{type(e).__name__}: {e}") from e
+            for i, res in zip(chunk, out):
+                res["kind"] = kind
+                res["item"] = items[i]
+                res["scenario_name"] = scenario.name
+                done(i, res)
     return left, fallback
 
 
@@ -681,16 +1000,33 @@ def _safe(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # lines appear as printed when redirected
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     args = build_parser().parse_args(argv)
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if argv is None:  # the command line: `kill <pid>` is handled like Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         summaries = evaluate(args)
     except UsageError as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"evaluate.py: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("evaluate.py: interrupted", file=sys.stderr)
         return 130
     for s in summaries:
         print(markdown(s))
+    n = len(summaries[0]["seeds"]) if summaries else 0
+    if n < ENOUGH_SEEDS:
+        print(f"evaluate.py: note: {n} seed(s): too few for the 95% intervals to cover 95% "
+              f"(see the report); use more, e.g. --seeds 1000-1199", file=sys.stderr)
     print(f"results written to {args.out}")
     return 0

@@ -1,19 +1,27 @@
 """One rollout for every kind of policy, and loading of policies by name or model file.
 
 ``run_episode(env, policy, seed)`` plays one episode of ``env`` (reset with ``seed``) with a
-heuristic from this package or a trained Stable-Baselines3 model, and returns the episode's
-metrics, the per-task latencies and the episode's reference bound. MaskablePPO (sb3-contrib)
-gets ``action_masks=env.action_masks()``; other SB3 algorithms just predict and play in the
+heuristic from this package, a policy of your own, or a trained Stable-Baselines3 model, and
+returns the episode's metrics, the per-task latencies and the episode's reference bound. Any
+policy whose ``predict`` takes an ``action_masks`` argument (MaskablePPO, the heuristics, your
+own) gets ``action_masks=env.action_masks()``; other SB3 algorithms just predict and play in the
 env's ``invalid_action="penalize"`` mode (an invalid action becomes a penalised wait), as they
 were trained. Heuristics read ``env.unwrapped.sim`` and are re-bound to ``env`` if needed.
 
-``load_policy(spec, env)`` returns a heuristic for a registered name, or loads an SB3 ``.zip``.
+``load_policy(spec, env)`` returns a heuristic for a registered name, a policy of your own for
+``module:Class`` (or ``path/to/file.py:Class``, or the name of a ``modelsched.policies`` entry
+point), or loads an SB3 ``.zip``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
+import importlib.util
+import inspect
 import json
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -43,6 +51,34 @@ def is_sb3(policy: Any) -> bool:
     return not isinstance(policy, Policy) and hasattr(policy, "policy") and hasattr(policy, "predict")
 
 
+def accepts_masks(policy: Any) -> bool:
+    """True if ``policy.predict`` takes an ``action_masks`` argument (by name, or ``**kwargs``)."""
+    predict = getattr(policy, "predict", None)
+    if predict is None:
+        return False
+    return _takes_masks(type(policy), predict)
+
+
+def _takes_masks(cls: type, predict) -> bool:
+    try:
+        return _signature_takes_masks(cls, getattr(cls, "predict", predict))
+    except TypeError:  # unhashable or odd classes: inspect directly
+        return _params_take_masks(predict)
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_takes_masks(cls: type, predict) -> bool:
+    return _params_take_masks(predict)
+
+
+def _params_take_masks(predict) -> bool:
+    try:
+        params = inspect.signature(predict).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "action_masks" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def env_kwargs_for(policy: Any) -> dict[str, Any]:
     """Environment options a policy needs: ``invalid_action="penalize"`` for unmasked SB3 models."""
     if is_sb3(policy) and not is_maskable(policy):
@@ -66,7 +102,7 @@ def run_episode(env, policy: Any, seed: int | None, *, deterministic: bool = Tru
     """
     base = env.unwrapped
     heuristic = isinstance(policy, Policy)
-    masked = heuristic or is_maskable(policy)
+    masked = heuristic or is_maskable(policy) or accepts_masks(policy)
     saved_mode = getattr(base, "invalid_action", None)
     if is_sb3(policy) and not masked:
         base.invalid_action = "penalize"
@@ -156,18 +192,112 @@ def model_path(name: str, known: str | None = None) -> Path:
         if path.suffix == ".zip" or len(path.parts) > 1:
             raise PolicyError(f"model file not found: {name}")
         raise PolicyError(f"unknown policy '{name}' (known: {known or ', '.join(REGISTRY)}; "
-                          f"or the path of an SB3 .zip model)")
+                          f"or the path of an SB3 .zip model, or module:Class for a policy of your own)")
     if not path.is_file():
         raise PolicyError(f"model path is not a file: {name}")
     return path
 
 
+#: Entry-point group under which installed packages offer policies to ``evaluate.py --policies``
+#: (``[project.entry-points."modelsched.policies"] mine = "mypkg.policy:MyPolicy"``).
+ENTRY_POINT_GROUP = "modelsched.policies"
+
+
+def plugin_policies() -> dict[str, str]:
+    """Installed ``modelsched.policies`` entry points: name -> ``module:attr``."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def is_custom_spec(spec: str | Path) -> bool:
+    """True for a policy of one's own: ``module:attr``, ``file.py:attr`` or an entry-point name
+    (never a registered heuristic, never an existing model file)."""
+    name = str(spec)
+    if name in REGISTRY or Path(name).is_file():
+        return False
+    if name in plugin_policies():
+        return True
+    module, sep, attr = name.rpartition(":")
+    return bool(sep and module and attr.isidentifier())
+
+
+def custom_policy_object(spec: str | Path) -> Any:
+    """The class or factory named by a custom spec (imported, not yet instantiated). The
+    working directory is importable, as it is for ``python -c``. Raises :class:`PolicyError`
+    naming the module or attribute that is missing."""
+    name = str(spec)
+    target = plugin_policies().get(name, name)
+    module_name, _, attr = target.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise PolicyError(f"policy {name!r}: no file {module_name}")
+            mod_key = f"_modelsched_policy_{abs(hash(str(path.resolve())))}"
+            module = sys.modules.get(mod_key)
+            if module is None:
+                spec_obj = importlib.util.spec_from_file_location(mod_key, path)
+                module = importlib.util.module_from_spec(spec_obj)
+                sys.modules[mod_key] = module
+                spec_obj.loader.exec_module(module)
+        else:
+            added = "" not in sys.path and str(Path.cwd()) not in sys.path
+            if added:
+                sys.path.insert(0, str(Path.cwd()))
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                if added:
+                    sys.path.remove(str(Path.cwd()))
+    except PolicyError:
+        raise
+    except ImportError as e:
+        raise PolicyError(f"policy {name!r}: cannot import module {module_name!r}: {e}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise PolicyError(f"policy {name!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def make_custom(spec: str | Path, env, *, seed: int | None = None, **kwargs: Any) -> Any:
+    """Instantiate a custom policy for ``env``: a :class:`Policy` subclass is called as
+    ``cls(env, seed=seed, **kwargs)``; any other class or factory as ``obj(env)`` if it takes an
+    argument, else ``obj()``. The result must have ``predict``."""
+    obj = custom_policy_object(spec)
+    if isinstance(obj, type) and issubclass(obj, Policy):
+        policy = obj(env, seed=seed, **kwargs)
+    elif callable(obj):
+        try:
+            params = [p for p in inspect.signature(obj).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+        except (TypeError, ValueError):
+            params = [None]
+        policy = obj(env) if params else obj()
+    else:
+        policy = obj
+    if not callable(getattr(policy, "predict", None)):
+        raise PolicyError(f"policy {str(spec)!r}: {type(policy).__name__} has no predict(observation, ...) method")
+    if isinstance(policy, Policy) and policy.env is not getattr(env, "unwrapped", env):
+        policy.bind(env)
+    return policy
+
+
 def load_policy(spec: str | Path, env, *, device: str = "auto", seed: int | None = None,
                 **kwargs: Any) -> Any:
     """A policy for ``spec``: a registered heuristic name (bound to ``env``; ``seed`` and
-    ``kwargs`` go to its constructor), or the path of an SB3 model ``.zip``.
+    ``kwargs`` go to its constructor), a policy of your own (``module:Class``,
+    ``path/to/file.py:Class`` or a ``modelsched.policies`` entry-point name; see
+    :func:`make_custom`), or the path of an SB3 model ``.zip``.
 
-    The algorithm of a model file is, in order: the ``algo``/``algorithm`` key of a sidecar
+    A model file inside a ``train.py`` run folder is rebuilt from the run's ``config.yml`` and
+    its weights are read weights-only (no code from the file runs; ``env`` gives the spaces, by
+    default the run's scenario). Any other ``.zip`` goes through SB3's loader, which unpickles
+    parts of the file: **only load such files if you trust them**.
+
+    The algorithm of another model file is, in order: the ``algo``/``algorithm`` key of a sidecar
     ``config.yml`` or ``args.yml`` next to the zip (rl-baselines3-zoo style), what the zip's
     saved policy class says (a ``Maskable*`` policy is MaskablePPO; DQN has a Q-network; PPO and
     A2C are told apart by their saved hyperparameters), and finally the first of MaskablePPO,
@@ -177,7 +307,17 @@ def load_policy(spec: str | Path, env, *, device: str = "auto", seed: int | None
     name = str(spec)
     if name in REGISTRY:
         return make(name, env, seed=seed, **kwargs)
+    if is_custom_spec(name):
+        return make_custom(name, env, seed=seed, **kwargs)
     path = model_path(name)
+    if writes_run_config(path):
+        # A train.py model: rebuilt from the run's config.yml, weights loaded weights-only.
+        from agents.safe_load import UnsafeModelError, load_run_model
+
+        try:
+            return load_run_model(path, env=env, device=device)
+        except UnsafeModelError as e:
+            raise PolicyError(str(e)) from None
     algo = detect_algorithm(path)
     candidates = [algo] if algo else list(ALGORITHMS)
     errors = []
@@ -191,6 +331,29 @@ def load_policy(spec: str | Path, env, *, device: str = "auto", seed: int | None
         model._modelsched_algo = a  # noqa: SLF001 - remembered for reports
         return model
     raise PolicyError(f"cannot load SB3 model {name}: " + "; ".join(errors))
+
+
+def check_spaces(model: Any, env, label: str, scenario: str) -> None:
+    """Raise :class:`PolicyError` naming both shapes if an SB3 model was trained on other
+    observation or action spaces than ``env``'s (e.g. another scenario's)."""
+    def shapes(space):
+        spaces = getattr(space, "spaces", None)
+        if isinstance(spaces, dict):
+            return {k: tuple(v.shape) for k, v in spaces.items()}
+        return getattr(space, "shape", space)
+
+    ms, es = getattr(model, "observation_space", None), env.observation_space
+    mn, en = getattr(getattr(model, "action_space", None), "n", None), getattr(env.action_space, "n", None)
+    if shapes(ms) != shapes(es) or mn != en:
+        raise PolicyError(f"model '{label}' was trained on other spaces than scenario '{scenario}': observation "
+                          f"{shapes(ms)} and {mn} actions, the scenario has {shapes(es)} and {en} actions")
+
+
+def writes_run_config(path: str | Path) -> bool:
+    """True for a model file in a ``train.py`` run folder (its ``config.yml`` next to it, or
+    above its ``checkpoints/``): such files are loaded weights-only (:mod:`agents.safe_load`)."""
+    path = Path(path).resolve()
+    return any((folder / "config.yml").is_file() for folder in (path.parent, path.parent.parent))
 
 
 def detect_algorithm(path: str | Path) -> str | None:
@@ -251,13 +414,46 @@ def _algorithm_class(name: str):
 
 
 def policy_label(spec: str | Path) -> str:
-    """Name under which a policy spec is reported: the heuristic name, or the model file's stem."""
+    """Name under which a policy spec is reported: the heuristic name; for a model file, the
+    file's stem prefixed by its run folder (``<run>/best_model``) when the file is in one
+    (a folder with ``config.yml``, or its ``checkpoints/``); for a custom policy, the spec."""
     name = str(spec)
-    return name if name in REGISTRY else Path(name).stem
+    if name in REGISTRY or is_custom_spec(name):
+        return name
+    path = Path(name)
+    for folder in (path.parent, path.parent.parent):
+        if (folder / "config.yml").is_file() or (folder / "args.yml").is_file():
+            return f"{folder.resolve().name}/{path.stem}"
+    return path.stem
 
 
-def describe(policy: Any) -> str:
-    """``heuristic`` or ``sb3:<Algorithm>``."""
+def policy_labels(specs: list[str]) -> list[str]:
+    """Distinct report labels for ``specs`` (:func:`policy_label`); model files whose labels
+    collide get more of their path (``a/best_model``, ``b/best_model``), never a counter."""
+    labels = [policy_label(s) for s in specs]
+    for depth in range(1, 8):
+        dup = {lbl for lbl in labels if labels.count(lbl) > 1}
+        if not dup:
+            break
+        for i, s in enumerate(specs):
+            if labels[i] in dup and s not in REGISTRY and not is_custom_spec(s):
+                parts = Path(s).resolve().with_suffix("").parts
+                labels[i] = "/".join(parts[-(depth + 1):])
+    seen: dict[str, int] = {}
+    for i, lbl in enumerate(labels):  # still equal: the same file named twice
+        if lbl in seen:
+            seen[lbl] += 1
+            labels[i] = f"{lbl} ({seen[lbl]})"
+        else:
+            seen[lbl] = 1
+    return labels
+
+
+def describe(policy: Any, spec: str | Path | None = None) -> str:
+    """``heuristic`` (a built-in rule), ``custom`` (a policy of your own, named by ``spec``) or
+    ``sb3:<Algorithm>``."""
+    if spec is not None and is_custom_spec(spec):
+        return "custom"
     if isinstance(policy, Policy):
         return "heuristic"
     return f"sb3:{getattr(policy, '_modelsched_algo', type(policy).__name__)}"

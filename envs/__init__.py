@@ -3,8 +3,14 @@
 ``import envs`` registers the Gymnasium ids: ``modelsched/Scheduling-v0`` (takes ``scenario=``:
 a built-in name, a YAML path or a dict) and one id per built-in scenario, named in CamelCase
 (``serving-small`` -> ``modelsched/ServingSmall-v0``). Registration uses string entry points, so
-it imports nothing heavy. Each id's ``vector_entry_point`` is the batched simulator's vector env
-(``gym.make_vec(id, num_envs=B, vectorization_mode="vector_entry_point")``). The simulator core (``envs.sim``) imports neither gymnasium nor torch.
+it imports nothing heavy (``import modelsched`` does the same). Each id's ``vector_entry_point``
+is the batched simulator's vector env, which ``gym.make_vec(id, num_envs=B)`` picks by default:
+masks from ``vec.unwrapped.action_masks()`` (B, n_actions), and ``vec.action_space.sample()``
+draws valid actions; with ``vectorization_mode="sync"``/``"async"`` the masks come from
+``vec.call("action_masks")`` and ``action_space.sample()`` is unmasked unless given
+``mask=tuple(m.astype(np.int8) for m in masks)``. ``envs.wrappers`` flattens the observation
+(``FlattenScheduling``) or puts the mask in it (``ActionMaskObservation``). The simulator core
+(``envs.sim``) imports neither gymnasium nor torch.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import operator
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,25 @@ from envs.render import render_ansi, render_gantt
 from envs.scenarios.loader import Scenario, load_scenario
 from envs.sim.metrics import episode_metrics
 from envs.sim.simulator import REASONS, Simulator
+
+
+def _enclosing_time_limit(env: gym.Env) -> int | None:
+    """The smallest ``max_episode_steps`` of the ``TimeLimit`` wrappers around ``env`` whose
+    ``reset()`` is calling ``env.reset()`` (``gym.make(id, max_episode_steps=N)`` or
+    ``TimeLimit(env, N)``), so that the env puts ``info["metrics"]`` on the step they truncate.
+    It looks at the callers' frames (a few, once per reset); None when there is no such wrapper."""
+    limit = None
+    frame = sys._getframe(2)  # the caller of SchedulingEnv.reset
+    for _ in range(32):
+        if frame is None:
+            break
+        obj = frame.f_locals.get("self")
+        if isinstance(obj, gym.wrappers.TimeLimit) and obj.unwrapped is env:
+            n = getattr(obj, "_max_episode_steps", None)
+            if isinstance(n, int) and (limit is None or n < limit):
+                limit = n
+        frame = frame.f_back
+    return limit
 
 
 class MaskedDiscrete(spaces.Discrete):
@@ -88,7 +109,10 @@ class SchedulingEnv(gym.Env):
 
     Terminated when the workload is exhausted and the system is empty. Truncated when simulated
     time reaches the scenario's ``horizon`` or when nothing can ever happen again (a policy keeps
-    waiting with no event pending). At the end ``info["metrics"]`` holds the episode metrics.
+    waiting with no event pending). At the end ``info["metrics"]`` holds the episode metrics,
+    also when a ``TimeLimit`` wrapper truncates the episode (``gym.make(id,
+    max_episode_steps=N)`` or ``TimeLimit(env, N)``: the env finds it at reset); at any time
+    ``episode_metrics()`` gives the metrics so far.
     Every step's ``info["accounting"]`` counts tasks (``arrived, completed, dropped, queued,
     running``, with ``arrived == completed + dropped + queued + running``; a DAG stage arrives
     when it becomes ready or is dropped) and jobs (``jobs_arrived, jobs_completed,
@@ -108,6 +132,9 @@ class SchedulingEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    #: Steps since reset, and the step budget of the TimeLimit wrapping this env (or None).
+    _steps = 0
+    _step_limit: int | None = None
 
     def __init__(self, scenario: str | Path | dict | Scenario = "serving-small", *,
                  render_mode: str | None = None, invalid_action: str = "raise",
@@ -116,7 +143,8 @@ class SchedulingEnv(gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         if invalid_action not in ("raise", "penalize"):
             raise ValueError(f"invalid_action must be 'raise' or 'penalize', got {invalid_action!r}")
-        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, **overrides)
+        self.scenario = scenario if isinstance(scenario, Scenario) else \
+            load_scenario(scenario, overrides_from="gym.make keyword", **overrides)
         sc = self.scenario
         self.render_mode = render_mode
         self.invalid_action = invalid_action
@@ -170,15 +198,19 @@ class SchedulingEnv(gym.Env):
         self._mean_rate = n_jobs / max(sim._last_arrival, 1e-9) if n_jobs else 1.0
         self._stuck = False
         self._episode_done = False
+        self._steps = 0
+        self._step_limit = _enclosing_time_limit(self)
         sim.stats.reset()
         return self._observation(), self._info(final=sim.done)
 
     def step(self, action):
+        if self._root_seed is None:
+            raise RuntimeError("step() called before reset(): call reset() first")
         if self._episode_done:
             raise RuntimeError("step() called after the episode ended: call reset()")
+        a = self._action_index(action)
         sim = self.sim
         sim.stats.reset()
-        a = int(action)
         if not 0 <= a < self.n_actions:
             raise ValueError(f"action {a} is outside Discrete({self.n_actions})")
         penalty = 0.0
@@ -205,17 +237,47 @@ class SchedulingEnv(gym.Env):
         self._episode_done = terminated or truncated
         terms = self._reward_terms(penalty)
         reward = float(sum(terms.values()))
-        info = self._info(final=self._episode_done)
+        self._steps += 1
+        limit = self._step_limit
+        info = self._info(final=self._episode_done or (limit is not None and self._steps >= limit))
         info["reward_terms"] = terms
         return self._observation(), reward, terminated, truncated, info
+
+    def _action_index(self, action) -> int:
+        """The action as an int: a Python or numpy integer, or an integer array of one element
+        (shape () or (1,), as vectorised predictors return); anything else (floats, strings,
+        bools) is refused rather than truncated."""
+        if isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
+            return int(action)
+        if isinstance(action, np.ndarray) and action.dtype.kind in "iu" and action.shape in ((), (1,)):
+            return int(action.reshape(-1)[0])
+        if not isinstance(action, (bool, np.bool_, float, np.floating, str, bytes, np.ndarray)) \
+                and hasattr(action, "__index__") and "bool" not in str(getattr(action, "dtype", "bool")):
+            try:  # an integer scalar of another array library (e.g. a torch tensor)
+                return operator.index(action)
+            except TypeError:
+                pass
+        what = type(action).__name__
+        if isinstance(action, np.ndarray):
+            what += f" of dtype {action.dtype} and shape {action.shape}"
+        elif hasattr(action, "dtype") and not isinstance(action, np.generic):
+            what += f" of dtype {action.dtype}"
+        raise ValueError(f"action must be an integer in Discrete({self.n_actions}) (a Python or numpy integer, "
+                         f"or an integer array of one element), got {what}: {action!r}")
 
     def _wait(self) -> None:
         if not self.sim.step_time():
             self._stuck = True
 
+    def episode_metrics(self) -> dict[str, float]:
+        """The metrics of the episode so far (what ``info["metrics"]`` holds at its end)."""
+        return episode_metrics(self.sim)
+
     def action_masks(self) -> np.ndarray:
         """Exact joint mask over ``Discrete(K*V*D + 1)``; waiting is always allowed. (Computed
         with the observation; recomputed here if the simulator was changed since. A copy.)"""
+        if self._root_seed is None:
+            raise RuntimeError("action_masks() called before reset(): call reset() first")
         sim = self.sim
         if self._mask_key == (sim.queue_version, sim.dev_version):
             return self._mask.copy()
@@ -304,6 +366,6 @@ class SchedulingEnv(gym.Env):
     def render(self):
         if self.render_mode == "ansi":
             return render_ansi(self.sim)
-        if self.render_mode == "rgb_array":
-            return render_gantt(self.sim)
+        if self.render_mode == "rgb_array":  # a matplotlib Gantt chart (see envs.render.render_gantt)
+            return render_gantt(self.sim, name=self.scenario.name)
         return None

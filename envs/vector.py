@@ -29,6 +29,29 @@ def observation_space(K: int, V: int, D: int, task_features: int, device_feature
                         "estimates": box(K, V, D), "global": box(5)})
 
 
+class MaskedMultiDiscrete(spaces.MultiDiscrete):
+    """The batched action space ``MultiDiscrete([n] * B)`` whose ``sample()`` without an explicit
+    mask draws, for each instance, among the actions valid in its current state (as
+    ``SchedulingEnv``'s ``MaskedDiscrete`` does for one env). The space is a plain
+    ``MultiDiscrete``: ``contains`` and equality are unchanged."""
+
+    def __init__(self, nvec, mask_fn=None, seed=None):
+        super().__init__(nvec, seed=seed)
+        self._mask_fn = mask_fn
+
+    def sample(self, mask=None, probability=None):
+        if mask is None and probability is None and self._mask_fn is not None:
+            masks = self._mask_fn()
+            if masks is not None:
+                mask = tuple(m.astype(np.int8) for m in masks)
+        return super().sample(mask=mask, probability=probability)
+
+    def __getstate__(self):  # the bound env does not travel with a copied space
+        state = dict(self.__dict__)
+        state["_mask_fn"] = None
+        return state
+
+
 def resolve_device(device: str) -> str:
     """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when present) to the device outputs live on."""
     if device not in ("cpu", "cuda", "auto") and not str(device).startswith("cuda:"):
@@ -65,7 +88,10 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
       simulation itself runs on the CPU backend in this version (``backend``).
     * ``invalid_action``, ``invalid_penalty``: as in ``SchedulingEnv``.
 
-    ``action_masks()`` returns the (B, K*V*D + 1) exact masks of the current decisions.
+    ``action_masks()`` returns the (B, K*V*D + 1) exact masks of the current decisions, and
+    ``action_space.sample()`` draws a valid action for every instance (after ``reset``).
+    ``max_episode_steps`` is refused: bound an episode with the scenario's ``horizon`` (simulated
+    seconds), or use ``vectorization_mode="sync"`` for a step limit (``TimeLimit``).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -73,7 +99,11 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
     def __init__(self, scenario: str | Path | dict | Scenario = "serving-small", num_envs: int = 1, *,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, device: str = "cpu",
                  backend: str = "cpu", invalid_action: str = "raise", invalid_penalty: float = 1.0,
-                 render_mode: str | None = None, **overrides: Any):
+                 render_mode: str | None = None, max_episode_steps: int | None = None, **overrides: Any):
+        if max_episode_steps is not None:
+            raise ValueError(f"max_episode_steps={max_episode_steps!r}: the batched vector env has no step "
+                             f"limit (TimeLimit); bound episodes with the scenario's horizon= (simulated "
+                             f"seconds), or use gym.make_vec(..., vectorization_mode='sync') for a step limit")
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r}: the batched vector env does not render "
                              f"(render one instance with SchedulingEnv and the same seed)")
@@ -93,7 +123,7 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
                                                           sim.device_features)
         self.single_action_space = spaces.Discrete(sim.n_actions)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.action_space = MaskedMultiDiscrete(np.full(self.num_envs, sim.n_actions), self._sample_masks)
         self.render_mode = None
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
         self._started = False
@@ -159,6 +189,10 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
     def action_masks(self):
         """(B, K*V*D + 1) exact masks of the current decisions (waiting is always allowed)."""
         return self._out(self.sim.action_masks())
+
+    def _sample_masks(self) -> np.ndarray | None:
+        """The masks ``action_space.sample()`` draws under (None before the first reset)."""
+        return self.sim.action_masks() if self._started else None
 
     # ------------------------------------------------------------------ outputs
     def _to_numpy(self, actions) -> np.ndarray:

@@ -76,12 +76,17 @@ def rng():
     return np.random.default_rng(12345)
 
 
+def short_serving_small(folder: Path, name: str, num_jobs: int) -> str:
+    """A YAML copy of serving-small named ``name`` with ``num_jobs`` requests, in ``folder``."""
+    raw = yaml.safe_load((Path(envs.__file__).parent / "scenarios" / "serving-small.yaml").read_text())
+    raw["name"] = name
+    raw["workload"]["num_jobs"] = num_jobs
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def tiny_scenario(tmp_path_factory) -> str:
     """serving-small with a 40-request workload: same spaces, short episodes."""
-    raw = yaml.safe_load((Path(envs.__file__).parent / "scenarios" / "serving-small.yaml").read_text())
-    raw["name"] = "serving-tiny"
-    raw["workload"]["num_jobs"] = 40
-    path = tmp_path_factory.mktemp("scenario") / "serving-tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
+    return short_serving_small(tmp_path_factory.mktemp("scenario"), "serving-tiny", 40)

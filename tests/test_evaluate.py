@@ -127,7 +127,8 @@ def test_cli_tiny_run_writes_every_output(tmp_path):
                  "--out", str(out), "--tensorboard", str(tb))
     assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["latency_cdf.png", "metrics.png", "results.csv", "results.json", "results.md"]
+    assert files == ["latency_cdf.png", "metrics.png", "paired_differences.png", "results.csv", "results.json",
+                     "results.md"]
     data = json.loads((out / "results.json").read_text())
     assert data["scenario"] == "serving-small" and data["seeds"] == [0]
     assert data["primary_metric"] == "effective_accuracy"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,14 @@ def scenarios(draw):
         first = next(v for v in variants if v["capability"] == c)
         first["memory_gb"] = 0.2
         first["latency"].setdefault(devices[0]["type"], [0.05, 0.01])
+    # Every variant must run on some device type of the cluster (profile and memory), or the
+    # scenario is refused at load time: give the others a profile for the first device's type.
+    used = {d["type"] for d in devices}
+    for v in variants:
+        if not any(t in used and v["memory_gb"] <= types[t]["memory_gb"] for t in v["latency"]):
+            t0 = devices[0]["type"]
+            v["latency"][t0] = [0.05, 0.01]
+            v["memory_gb"] = min(v["memory_gb"], types[t0]["memory_gb"])
     return {
         "name": "prop",
         "primary_metric": "effective_accuracy",
@@ -90,6 +99,7 @@ def check_invariants(env, last_time):
     assert c.jobs_arrived == c.jobs_completed + c.jobs_dropped + sim.job_accounting()["jobs_in_progress"]
 
 
+@pytest.mark.filterwarnings("ignore::envs.config.ScenarioWarning")  # random zoos leave some devices unused
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios(), seed=st.integers(0, 2**16), wait_prob=st.sampled_from([0.0, 0.3]))
 def test_invariants_under_random_valid_actions(scenario, seed, wait_prob):

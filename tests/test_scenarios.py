@@ -114,7 +114,9 @@ def test_bad_devices_and_variants(tmp_path):
                          "memory_gb": 1.0, "latency": {"H100": [0.001, 0.001]}}]
     data["workload"]["mix"] = {"image-classification": 1.0}
     data["workload"]["size"] = 1
-    with pytest.raises(ConfigError, match="no variant of 'image-classification' can run"):
+    with pytest.raises(ConfigError, match=r"variant 'z' can run on no device type of the cluster: its latency "
+                                          r"profiles name \['H100'\], the cluster's device types are "
+                                          r"\['A100', 'T4', 'CPU'\]"):
         load_scenario(write(tmp_path, data))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -170,3 +171,147 @@ def test_evaluate_py_accepts_the_saved_model(tmp_path, trained, tiny_scenario):
                           cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "best_model" in proc.stdout
+
+
+def test_help_says_what_runs_and_prints_each_default_once(capsys):
+    import train
+
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for phase in ("1. pretraining", "2. RL training", "3. periodic evaluation", "4. final evaluation"):
+        assert phase in text
+    for switch in ("--no-pretrain", "--eval-freq 0", "--no-final-eval"):
+        assert switch in text
+    assert "(default: None)" not in text
+    flat = " ".join(text.split())
+    assert flat.count("(default: True)") == 2  # --final-eval and --progress-bar, once each
+    assert "(default: True) (default: True)" not in flat
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--timesteps", "0"], "--timesteps must be >= 1"),
+    (["--timesteps", "-5"], "--timesteps must be >= 1"),
+    (["--n-envs", "0"], "--n-envs must be >= 1"),
+    (["--eval-freq", "-1"], "must be >= 0"),
+])
+def test_bad_numbers_are_refused_by_the_parser(tmp_path, capsys, argv, message):
+    import train
+
+    with pytest.raises(SystemExit) as e:
+        train.main([*argv, "--logdir", str(tmp_path)])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--run-name", "../escape"], "must be a plain folder name"),
+    (["--run-name", "/tmp/abs"], "must be a plain folder name"),
+    (["-p", "learning_rate=abc"], "-p learning_rate=...: hyperparameter 'learning_rate' must be a number"),
+    (["-p", "n_steps=[1]"], "hyperparameter 'n_steps' must be a number"),
+    (["-p", "normalize_advantage=3"], "must be true or false"),
+])
+def test_bad_values_fail_before_any_work(tmp_path, capsys, argv, message):
+    import train
+
+    assert train.main([*argv, "--logdir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_pretraining_switches():
+    from agents.training import TrainConfig, resolve_hyperparams
+
+    assert resolve_hyperparams(TrainConfig(scenario="serving-small"))["pretrain"]["heuristic"] == "adaptive"
+    assert not resolve_hyperparams(TrainConfig(scenario="serving-small", pretrain=False))["pretrain"]
+    assert resolve_hyperparams(TrainConfig(scenario="serving-small", overrides=["pretrain={}"]))["pretrain"] == {}
+    assert resolve_hyperparams(TrainConfig(scenario="serving-small", overrides=["pretrain=null"]))["pretrain"] is None
+
+
+def test_planned_timesteps_round_up_to_whole_rollouts():
+    from agents.training import planned_timesteps
+
+    assert planned_timesteps("maskable_ppo", {"n_timesteps": 1000, "n_envs": 1, "n_steps": 256}) == 1024
+    assert planned_timesteps("ppo", {"n_timesteps": 1024, "n_envs": 2, "n_steps": 256}) == 1024
+    assert planned_timesteps("ppo", {"n_timesteps": 1025, "n_envs": 2, "n_steps": 256}) == 1536
+    assert planned_timesteps("dqn", {"n_timesteps": 1001, "n_envs": 4}) == 1004
+
+
+def test_redirected_output_shows_each_phase_as_it_runs(tmp_path, tiny_scenario):
+    """Output to a pipe (not a terminal): the plan, plain progress lines of the RL phase, the
+    periodic evaluation; train_summary.json separates the phases and reports the RL fps."""
+    r = run_train("--scenario", tiny_scenario, "--timesteps", "100", "--logdir", str(tmp_path), "--eval-freq", "64",
+                  "--eval-seeds", "10000", "--eval-heuristics", "mct", "--checkpoint-freq", "0",
+                  "-p", "n_steps=64", "-p", "batch_size=32", "-p", "n_epochs=1", "--no-final-eval")
+    assert "2. RL training: 128 environment steps (asked 100: whole rollouts of 64 x 1)" in r.stdout
+    assert "train (maskable_ppo): started, 128 steps" in r.stderr
+    assert "train (maskable_ppo): 128/128 steps (100%)" in r.stderr
+    assert "eval @ 64" in r.stdout
+    summary = json.loads((only_run(tmp_path) / "train_summary.json").read_text())
+    assert summary["rl_timesteps"] == summary["num_timesteps"] == 128 and summary["requested_timesteps"] == 100
+    assert 0 < summary["periodic_eval_s"] < summary["rl_s"] <= summary["wall_s"]
+    assert summary["fps"] > summary["rl_timesteps"] / summary["rl_s"]
+
+
+def test_project_models_load_weights_only_and_predict_like_sb3(trained, tiny_scenario):
+    import gymnasium as gym
+    import numpy as np
+    from sb3_contrib import MaskablePPO
+
+    from baselines import load_policy
+
+    env = gym.make("modelsched/Scheduling-v0", scenario=tiny_scenario, disable_env_checker=True)
+    safe = load_policy(str(trained / "best_model.zip"), env, device="cpu")
+    assert getattr(safe, "_modelsched_safe", False)
+    ref = MaskablePPO.load(trained / "best_model.zip", device="cpu")
+    obs, _ = env.reset(seed=7)
+    for _ in range(20):
+        mask = env.unwrapped.action_masks()
+        a = safe.predict(obs, action_masks=mask, deterministic=True)[0]
+        assert a == ref.predict(obs, action_masks=mask, deterministic=True)[0]
+        obs, _, term, trunc, _ = env.step(int(a))
+        if term or trunc:
+            break
+    for name, p in ref.policy.state_dict().items():
+        assert np.array_equal(p.numpy(), safe.policy.state_dict()[name].numpy()), name
+
+
+def test_a_crafted_model_in_a_run_folder_runs_no_code(tmp_path, trained):
+    """A zip whose pickled fields would run a command: SB3's loader runs it (so the test can
+    fail), the project's loader does not."""
+    import base64
+    import pickle
+    import shutil
+    import zipfile
+
+    from baselines import load_policy
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(trained / "config.yml", run / "config.yml")
+    bad = run / "best_model.zip"
+    with zipfile.ZipFile(trained / "best_model.zip") as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "data":
+                d = json.loads(data)
+                d["policy_class"] = {":type:": "<class 'type'>",
+                                     ":serialized:": base64.b64encode(pickle.dumps(Exploit())).decode()}
+                data = json.dumps(d).encode()
+            dst.writestr(item, data)
+    model = load_policy(str(bad), None, device="cpu")
+    assert getattr(model, "_modelsched_safe", False) and not marker.exists()
+    from sb3_contrib import MaskablePPO
+
+    try:
+        MaskablePPO.load(bad, device="cpu")
+    except Exception:  # noqa: BLE001 - the payload ran before the load failed
+        pass
+    assert marker.exists()

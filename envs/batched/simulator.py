@@ -519,13 +519,10 @@ class BatchedSimulator:
         if a.shape != (B,):
             raise ValueError(f"actions must have shape ({B},): one per instance, got {np.shape(actions)}")
         idx = self._all if active is None else np.asarray(active, dtype=np.int64)
-        if a.dtype.kind not in "iu":
-            sub = a[idx]
-            bad = ~np.isfinite(sub) | (sub != np.round(sub)) if np.issubdtype(a.dtype, np.number) \
-                else np.ones(len(sub), dtype=bool)
-            if bad.any():
-                b = int(idx[np.argmax(bad)])
-                raise ValueError(f"instance {b}: action {a[b]} is not an integer")
+        if a.dtype.kind not in "iu":  # floats (even 3.0), bools, strings: refused, never cast
+            b = int(idx[0]) if len(idx) else 0
+            raise ValueError(f"instance {b}: action {a[b]} is not an integer: actions must be an integer "
+                             f"array, got dtype {a.dtype}")
         a = a.astype(np.int64, copy=False)
         sub = a if active is None else a[idx]
         out = (sub < 0) | (sub >= self.n_actions)

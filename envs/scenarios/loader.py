@@ -11,16 +11,16 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from envs.config import ConfigError, Section
-from envs.sim.cluster import Cluster, DeviceSpec
+from envs.config import ConfigError, ScenarioWarning, Section, did_you_mean, load_yaml
+from envs.sim.cluster import MAX_DEVICES, Cluster, DeviceSpec
 from envs.sim.model import DeviceType, LatencyProfile, ModelVariant
 from envs.workloads import Workload, build_workload
+from envs.workloads.traces import TraceWorkload
 
 SCENARIO_DIR = Path(__file__).resolve().parent
 LIBRARY_PATH = SCENARIO_DIR / "library.yaml"
@@ -28,6 +28,25 @@ LIBRARY_PATH = SCENARIO_DIR / "library.yaml"
 #: Keyword arguments that replay a trace instead of the scenario's synthetic workload; the
 #: scenario's ``trace_replay`` section supplies the other trace settings.
 TRACE_KEYWORDS = ("trace", "time_scale", "trace_window", "on_bad_rows", "max_jobs")
+
+#: Keys of a scenario file's top level (docs/scenarios.md describes each).
+TOP_KEYS = ("name", "description", "primary_metric", "device_types", "devices", "variants", "workload",
+            "reward", "trace_replay", "horizon", "visible_tasks", "queue_capacity", "drop_expired",
+            "noise_cv", "failures")
+#: Keys of one entry of ``devices``.
+DEVICE_KEYS = ("type", "count", "node")
+#: Keys of a device type (under ``device_types`` or in the library).
+DEVICE_TYPE_KEYS = ("memory_gb", "load_bandwidth_gbps", "load_overhead_s", "cost_per_hour", "mtbf_s", "mttr_s")
+#: Keys of a variant (in the library, or written in full under ``variants``).
+VARIANT_KEYS = ("capability", "accuracy", "memory_gb", "latency", "max_size", "scaling_efficiency")
+#: Extra keys of a variant written as a mapping under ``variants``.
+VARIANT_ENTRY_KEYS = ("name", "from_library")
+#: Keys of the ``reward`` section.
+REWARD_KEYS = ("latency", "slo", "drop", "accuracy", "utilization")
+#: Keys of the ``trace_replay`` section: the trace workload's, less ``kind`` and ``path``.
+TRACE_REPLAY_KEYS = tuple(k for k in TraceWorkload.KEYS if k not in ("kind", "path"))
+#: Keyword arguments of ``SchedulingEnv`` / ``gym.make`` besides the scenario's top-level keys.
+ENV_KEYWORDS = ("scenario", "render_mode", "invalid_action", "invalid_penalty", "workload_overrides")
 
 #: Metrics a scenario may declare as its primary metric.
 PRIMARY_METRICS = ("effective_accuracy", "slo_attainment", "mean_slowdown", "mean_latency",
@@ -72,9 +91,14 @@ def builtin_names() -> list[str]:
 def _library() -> dict:
     if not LIBRARY_PATH.exists():
         return {"device_types": {}, "variants": {}}
-    with open(LIBRARY_PATH) as f:
-        lib = yaml.safe_load(f) or {}
-    return {"device_types": lib.get("device_types") or {}, "variants": lib.get("variants") or {}}
+    lib = Section(load_yaml(LIBRARY_PATH) or {}, LIBRARY_PATH.name, ("device_types", "variants"))
+    return {"device_types": lib.get("device_types", dict, {}) or {}, "variants": lib.get("variants", dict, {}) or {}}
+
+
+def library() -> dict:
+    """The built-in library: ``{"device_types": {name: mapping}, "variants": {name: mapping}}``
+    (a copy)."""
+    return copy.deepcopy(_library())
 
 
 def read_scenario_dict(spec: str | Path | dict) -> tuple[dict, str, Path | None]:
@@ -88,28 +112,39 @@ def read_scenario_dict(spec: str | Path | dict) -> tuple[dict, str, Path | None]
     if not path.exists():
         raise ConfigError(f"scenario '{spec}' is neither a built-in ({', '.join(builtin_names())}) "
                           f"nor an existing YAML file")
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a scenario file must be a mapping at the top level")
     return data, path.name, path.resolve().parent
 
 
-def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
+def load_scenario(spec: str | Path | dict, *, overrides_from: str = "keyword", **overrides: Any) -> Scenario:
     """Load and validate a scenario; ``overrides`` replace top-level keys (e.g. ``horizon=60``).
 
     ``workload_overrides`` (a dict) is merged into the ``workload`` section. ``trace=PATH``
     (with optional ``time_scale``, ``trace_window=(start_s, end_s)``, ``on_bad_rows``,
     ``max_jobs``) replays a CSV trace on scenarios that have a ``trace_replay`` section.
+    Errors in an override name the keyword, introduced by ``overrides_from`` (e.g.
+    ``"gym.make keyword"``), rather than the scenario file. A device type of the cluster on
+    which no variant can run is reported with a :class:`~envs.config.ScenarioWarning`.
     """
     raw, source, base_dir = read_scenario_dict(spec)
+    label = raw["name"] if isinstance(raw.get("name"), str) else source
+
+    def keyword(key: str) -> str:
+        return f"{overrides_from} {key} (overriding scenario {label})"
+
     wl_over = overrides.pop("workload_overrides", None)
+    if wl_over is not None and not isinstance(wl_over, dict):
+        raise ConfigError(f"{keyword(repr('workload_overrides'))}: expected a mapping of workload keys, "
+                          f"got {type(wl_over).__name__} {wl_over!r}")
     trace_args = {k: overrides.pop(k) for k in TRACE_KEYWORDS if k in overrides and overrides[k] is not None}
     for k in TRACE_KEYWORDS:
         overrides.pop(k, None)
+    for key in overrides:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{keyword(repr(key))}: unknown key"
+                              f"{did_you_mean(key, TOP_KEYS + TRACE_KEYWORDS + ENV_KEYWORDS)}")
     if "trace" not in trace_args and trace_args:
         raise ConfigError(f"{source}: {sorted(trace_args)} given without trace=PATH")
     if "trace" in trace_args:
@@ -117,18 +152,27 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
         if not isinstance(replay, dict):
             raise ConfigError(f"{source}: scenario '{raw.get('name', source)}' does not replay traces "
                               f"(it has no 'trace_replay' section)")
+        Section(replay, f"{source}: trace_replay", TRACE_REPLAY_KEYS)
         section = {"kind": "trace", **replay, "path": str(trace_args.pop("trace"))}
         if "trace_window" in trace_args:
-            section["window"] = list(trace_args.pop("trace_window"))
+            window = trace_args.pop("trace_window")
+            window = window.tolist() if hasattr(window, "tolist") else window  # a numpy array
+            if not isinstance(window, (list, tuple)):
+                raise ConfigError(f"{keyword(repr('trace_window'))}: expected (start_s, end_s), "
+                                  f"got {type(window).__name__} {window!r}")
+            section["window"] = list(window)
         section.update(trace_args)
         raw["workload"] = section
         base_dir = None  # a trace path given at run time is relative to the working directory
     for key, value in overrides.items():
         raw[key] = value
+    wl_origins = {}
     if wl_over:
         raw.setdefault("workload", {})
-        raw["workload"] = {**raw["workload"], **wl_over}
-    top = Section(raw, source)
+        if isinstance(raw["workload"], dict):
+            raw["workload"] = {**raw["workload"], **wl_over}
+            wl_origins = {k: keyword(f"workload_overrides[{k!r}]") for k in wl_over}
+    top = Section(raw, source, TOP_KEYS, origins={k: keyword(repr(k)) for k in overrides})
     name = top.get("name", str)
     description = top.get("description", str, "")
     lib = _library()
@@ -137,7 +181,7 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
     type_defs = top.get("device_types", dict, {})
     devices_raw = top.get("devices", list)
     if not devices_raw:
-        raise ConfigError(f"{source}: key 'devices' must list at least one device")
+        raise ConfigError(f"{top.loc('devices')}: key 'devices' must list at least one device")
     type_specs: dict[str, DeviceType] = {}
 
     def device_type(tname: str, where: str) -> DeviceType:
@@ -149,15 +193,19 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
             spec_d, w = lib["device_types"][tname], f"library.yaml: device_types.{tname}"
         else:
             raise ConfigError(f"{where}: unknown device type '{tname}' (define it under device_types "
-                              f"or use one of the library's: {sorted(lib['device_types'])})")
+                              f"or use one of the library's: {sorted(lib['device_types'])})"
+                              + did_you_mean(tname, list(type_defs) + list(lib["device_types"])))
         type_specs[tname] = _parse_device_type(tname, spec_d, w)
         return type_specs[tname]
 
     devices: list[DeviceSpec] = []
     for i, d in enumerate(devices_raw):
-        sec = Section(d, f"{source}: devices[{i}]")
+        sec = Section(d, f"{source}: devices[{i}]", DEVICE_KEYS)
         tname = sec.get("type", str)
         count = sec.get("count", int, 1, low=1)
+        if len(devices) + count > MAX_DEVICES:
+            raise ConfigError(f"{sec.loc('count')}: key 'count' ({count}) brings the cluster to "
+                              f"{len(devices) + count} devices, more than the {MAX_DEVICES} allowed")
         node = sec.get("node", str, f"node{i}")
         sec.done()
         device_type(tname, sec.where)
@@ -170,23 +218,23 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
         where = f"{source}: variants[{i}]"
         if isinstance(v, str):
             if v not in lib["variants"]:
-                raise ConfigError(f"{where}: unknown library variant '{v}'")
+                raise ConfigError(f"{where}: unknown library variant '{v}'{did_you_mean(v, lib['variants'])}")
             variants.append(_parse_variant(v, lib["variants"][v], f"library.yaml: variants.{v}"))
         elif isinstance(v, dict):
-            vd = dict(v)
-            vname = vd.pop("name", None)
-            if not isinstance(vname, str):
-                raise ConfigError(f"{where}: missing required key 'name'")
-            base = vd.pop("from_library", False)
+            entry = Section(v, where, VARIANT_KEYS + VARIANT_ENTRY_KEYS)
+            vname = entry.get("name", str)
+            base = entry.get("from_library", bool, False)
+            vd = {k: x for k, x in v.items() if k not in VARIANT_ENTRY_KEYS}
             if base:
                 if vname not in lib["variants"]:
-                    raise ConfigError(f"{where}: unknown library variant '{vname}'")
+                    raise ConfigError(f"{where}: unknown library variant '{vname}'"
+                                      f"{did_you_mean(vname, lib['variants'])}")
                 vd = {**lib["variants"][vname], **vd}
             variants.append(_parse_variant(vname, vd, f"{where} ({vname})"))
         else:
             raise ConfigError(f"{where}: a variant is a library name or a mapping, got {v!r}")
     if not variants:
-        raise ConfigError(f"{source}: key 'variants' must list at least one variant")
+        raise ConfigError(f"{top.loc('variants')}: key 'variants' must list at least one variant")
     names = [v.name for v in variants]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -198,19 +246,22 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
                 raise ConfigError(f"{source}: variant '{v.name}' has a latency profile for unknown "
                                   f"device type '{tname}'")
     cluster = Cluster([type_specs[t] for t in type_specs if t in used_types], devices, variants)
+    _check_runnable(cluster, source)
     for c in cluster.capabilities:
         try:
             cluster.reference_time(c)
         except ValueError as e:
             raise ConfigError(f"{source}: {e}") from None
 
-    workload = build_workload(top.section("workload"), cluster.capabilities, base_dir=base_dir)
-    rw = top.section("reward", {})
-    reward = RewardWeights(**{k: rw.get(k, float, getattr(RewardWeights, k)) for k in
-                              ("latency", "slo", "drop", "accuracy", "utilization")})
+    workload = build_workload(top.section("workload", origins=wl_origins), cluster.capabilities,
+                              base_dir=base_dir)
+    rw = top.section("reward", {}, REWARD_KEYS)
+    reward = RewardWeights(**{k: rw.get(k, float, getattr(RewardWeights, k)) for k in REWARD_KEYS})
     rw.done()
-    top.get("trace_replay", dict, None)  # used above when trace= is given
-    horizon = top.get("horizon", (float, type(None)), None, low=0.0)
+    replay = top.get("trace_replay", dict, None)  # used above when trace= is given
+    if replay is not None:
+        Section(replay, f"{source}: trace_replay", TRACE_REPLAY_KEYS)
+    horizon = top.get("horizon", (float, type(None)), None, gt=0.0, allow_inf=True)
     scenario = Scenario(
         name=name, cluster=cluster, workload=workload,
         primary_metric=top.get("primary_metric", str, choices=PRIMARY_METRICS),
@@ -227,15 +278,43 @@ def load_scenario(spec: str | Path | dict, **overrides: Any) -> Scenario:
     return scenario
 
 
+def _check_runnable(cluster: Cluster, source: str) -> None:
+    """Refuse a variant that can run on no device type of the cluster; warn about a device
+    type of the cluster on which no variant can run (its devices are always masked out)."""
+    types = [t.name for t in cluster.device_types]
+    memory = {t.name: t.memory_gb for t in cluster.device_types}
+    runs = cluster.var_runs_on  # (M, T): profiled there and fits in its memory
+    for m, v in enumerate(cluster.variants):
+        if runs[m].any():
+            continue
+        profiled = [t for t in v.profiles if t in memory]
+        if not profiled:
+            raise ConfigError(
+                f"{source}: variant '{v.name}' can run on no device type of the cluster: its latency "
+                f"profiles name {sorted(v.profiles)}, the cluster's device types are {types} (add a "
+                f"latency profile for one of them, or a device of one of its types)")
+        raise ConfigError(
+            f"{source}: variant '{v.name}' ({v.memory_gb:g} GB) fits in the memory of none of the "
+            f"cluster's device types it has a latency profile for: "
+            + ", ".join(f"{t} ({memory[t]:g} GB)" for t in profiled))
+    for j, tname in enumerate(types):
+        if not runs[:, j].any():
+            count = int(cluster.type_count[j])
+            warnings.warn(
+                f"{source}: device type '{tname}' runs no variant of the scenario (none has a latency "
+                f"profile for it that fits its {memory[tname]:g} GB): its {count} device(s) will always "
+                f"be masked out", ScenarioWarning, stacklevel=3)
+
+
 def _parse_device_type(name: str, data: Any, where: str) -> DeviceType:
-    sec = Section(data, where)
+    sec = Section(data, where, DEVICE_TYPE_KEYS)
     dt = DeviceType(
         name=name,
         memory_gb=sec.get("memory_gb", float, low=1e-6),
         load_bandwidth_gbps=sec.get("load_bandwidth_gbps", float, low=1e-6),
         load_overhead_s=sec.get("load_overhead_s", float, 0.0, low=0.0),
         cost_per_hour=sec.get("cost_per_hour", float, 0.0, low=0.0),
-        mtbf_s=sec.get("mtbf_s", float, math.inf, low=1e-6),
+        mtbf_s=sec.get("mtbf_s", float, math.inf, low=1e-6, allow_inf=True),
         mttr_s=sec.get("mttr_s", float, 0.0, low=0.0),
     )
     sec.done()
@@ -243,15 +322,16 @@ def _parse_device_type(name: str, data: Any, where: str) -> DeviceType:
 
 
 def _parse_variant(name: str, data: Any, where: str) -> ModelVariant:
-    sec = Section(data, where)
+    sec = Section(data, where, VARIANT_KEYS)
     latency = sec.get("latency", dict)
     profiles = {}
     for tname, coeffs in latency.items():
         ok = isinstance(coeffs, list) and len(coeffs) in (2, 3) and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in coeffs)
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+            for x in coeffs)
         if not ok:
             raise ConfigError(f"{where}: latency.{tname} must be [alpha, beta] or [alpha, beta, gamma] "
-                              f"of non-negative numbers, got {coeffs!r}")
+                              f"of finite non-negative numbers, got {coeffs!r}")
         if coeffs[0] + coeffs[1] <= 0 and (len(coeffs) < 3 or coeffs[2] <= 0):
             raise ConfigError(f"{where}: latency.{tname} must not be all zero")
         profiles[tname] = LatencyProfile(*map(float, coeffs))
@@ -261,7 +341,7 @@ def _parse_variant(name: str, data: Any, where: str) -> ModelVariant:
         accuracy=sec.get("accuracy", float, low=0.0, high=1.0),
         memory_gb=sec.get("memory_gb", float, low=0.0),
         profiles=profiles,
-        max_size=sec.get("max_size", float, math.inf, low=1.0),
+        max_size=sec.get("max_size", float, math.inf, low=1.0, allow_inf=True),
         scaling_efficiency=sec.get("scaling_efficiency", float, 1.0, low=0.0, high=1.0),
     )
     sec.done()

@@ -15,6 +15,10 @@ import numpy as np
 
 from envs.sim.model import DeviceType, ModelVariant
 
+#: Devices a cluster may have at most, and so devices a task may require at most (scenario
+#: validation refuses more: a huge count would exhaust memory or overflow int64 arrays).
+MAX_DEVICES = 4096
+
 
 @dataclass(frozen=True)
 class DeviceSpec:

@@ -205,7 +205,10 @@ class Simulator:
         self._busy_devices = 0
         self._up_devices = cl.num_devices
         self._next_job = 0
-        self._gantt: list[tuple] = []  # (device, start, end, variant, cold, interrupted)
+        # Gantt record (for rendering only): (device, start, end, variant, cold, interrupted, task id,
+        # end of the model load); and (device, failed at, recovered at or inf) per device failure.
+        self._gantt: list[tuple] = []
+        self._gantt_down: list[tuple] = []
         # Dense dynamic state mirrored in arrays for vectorised masks/estimates.
         self.dev_up = np.ones(cl.num_devices, dtype=bool)
         self.dev_idle = np.ones(cl.num_devices, dtype=bool)
@@ -731,6 +734,7 @@ class Simulator:
             elif self.drop_expired and self._tdeadline[tid] <= self.now:  # its expiry passed while it ran
                 self._drop_job(j, "expired", first=tid)
         dev.up = False
+        self._gantt_down.append((d, self.now, math.inf))
         dev.resident.clear()
         dev.memory_used = 0.0
         self.resident[:, d] = False
@@ -752,12 +756,16 @@ class Simulator:
         for i in range(len(self._gantt) - 1, -1, -1):
             g = self._gantt[i]
             if g[0] == d:
-                self._gantt[i] = (d, g[1], self.now, g[3], g[4], True)
+                self._gantt[i] = (d, g[1], self.now, g[3], g[4], True, g[6], min(g[7], self.now))
                 return
 
     def _on_recover(self, d: int) -> None:
         dev = self.devices[d]
         dev.up = True
+        for i in range(len(self._gantt_down) - 1, -1, -1):
+            if self._gantt_down[i][0] == d:
+                self._gantt_down[i] = (d, self._gantt_down[i][1], self.now)
+                break
         self.dev_up[d] = True
         self._avail[d] = True
         self._avail_bits |= 1 << d
@@ -972,7 +980,7 @@ class Simulator:
             dev.loading_until = start + load
             dev.busy_time += end - start
             self._avail_bits &= ~(1 << e)
-            self._gantt.append((e, start, end, m, load > 0, False))
+            self._gantt.append((e, start, end, m, load > 0, False, tid, start + load))
         if len(devs) == 1:
             self.dev_idle[d] = False
             self._avail[d] = False

@@ -13,6 +13,7 @@ import inspect
 from pathlib import Path
 
 from envs.config import ConfigError, Section
+from envs.workloads.arrivals import ARRIVAL_KEYS
 from envs.workloads.base import GeneratedWorkload, Workload, WorkloadContext
 from envs.workloads.dag import DagWorkload
 from envs.workloads.synthetic import DiurnalWorkload, GammaWorkload, PoissonWorkload
@@ -30,11 +31,20 @@ WORKLOADS: dict[str, type] = {
 }
 
 
+def workload_keys(kind: str) -> tuple[str, ...]:
+    """Every key a workload section of ``kind`` may have (for every arrival process)."""
+    cls = WORKLOADS[kind]
+    if "arrival" in cls.KEYS:  # the arrival process is chosen by the 'arrival' key
+        return cls.KEYS + tuple(k for keys in ARRIVAL_KEYS.values() for k in keys)
+    return cls.KEYS + ARRIVAL_KEYS.get(kind, ())
+
+
 def build_workload(sec: Section, capabilities: tuple[str, ...], base_dir: str | Path | None = None) -> Workload:
     """Build the workload a scenario's ``workload`` section describes. ``base_dir`` (e.g. the
     scenario file's folder) resolves relative trace paths."""
     kind = sec.get("kind", str, choices=tuple(WORKLOADS))
     cls = WORKLOADS[kind]
+    sec.expect(cls.config_keys(sec))  # unknown keys first, with a suggestion, then missing ones
     if base_dir is not None and "base_dir" in inspect.signature(cls.from_config).parameters:
         workload = cls.from_config(sec, capabilities, base_dir=base_dir)
     else:
@@ -46,4 +56,5 @@ def build_workload(sec: Section, capabilities: tuple[str, ...], base_dir: str | 
 __all__ = [
     "ConfigError", "DagWorkload", "DiurnalWorkload", "GammaWorkload", "GeneratedWorkload", "PoissonWorkload",
     "TraceWorkload", "TrainingWorkload", "Workload", "WorkloadContext", "WORKLOADS", "build_workload",
+    "workload_keys",
 ]

@@ -22,6 +22,9 @@ import numpy as np
 from envs.config import ConfigError, Section
 
 PROCESSES = ("poisson", "gamma", "diurnal")
+#: Keys of a workload section that parametrise each arrival process.
+ARRIVAL_KEYS: dict[str, tuple[str, ...]] = {"poisson": (), "gamma": ("cv",),
+                                            "diurnal": ("period", "amplitude", "phase")}
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,15 @@ from itertools import repeat
 import numpy as np
 
 from envs.config import ConfigError, Section
+from envs.sim.cluster import MAX_DEVICES
 from envs.sim.model import StageSpec
-from envs.workloads.arrivals import PROCESSES, ArrivalProcess, parse_arrival, parse_rate_or_load
+from envs.workloads.arrivals import (
+    ARRIVAL_KEYS,
+    PROCESSES,
+    ArrivalProcess,
+    parse_arrival,
+    parse_rate_or_load,
+)
 from envs.workloads.assembly import (
     ContextCache,
     categorical,
@@ -97,6 +104,12 @@ class DagWorkload(Workload):
     """``num_jobs`` DAG jobs drawn from weighted templates."""
 
     kind = "dag"
+    #: Keys of the workload section (besides the arrival process's, see :meth:`config_keys`).
+    KEYS = ("kind", "num_jobs", "templates", "slo_multiplier", "load", "rate", "arrival", "priorities")
+
+    @classmethod
+    def config_keys(cls, sec: Section) -> tuple[str, ...]:
+        return cls.KEYS + ARRIVAL_KEYS[sec.get("arrival", str, "poisson", choices=PROCESSES)]
 
     def __init__(self, *, num_jobs: int, templates: list[DagTemplate], slo_multiplier: float,
                  load: float | None = None, rate: float | None = None,
@@ -226,15 +239,20 @@ class DagWorkload(Workload):
                    arrival=arrival, priorities=parse_priorities(sec))
 
 
+#: Keys of a template and of one of its stages.
+TEMPLATE_KEYS = ("stages", "weight", "name")
+STAGE_KEYS = ("capability", "size", "size2", "parents", "min_accuracy", "devices_required")
+
+
 def _parse_template(raw, where: str, capabilities: tuple[str, ...]) -> DagTemplate:
-    sec = Section(raw, where)
+    sec = Section(raw, where, TEMPLATE_KEYS)
     stages_raw = sec.get("stages", list)
     weight = sec.get("weight", float, 1.0, low=0.0)
     name = sec.get("name", str, "")
     sec.done()
     stages = []
     for i, s in enumerate(stages_raw):
-        ss = Section(s, f"{where}.stages[{i}]")
+        ss = Section(s, f"{where}.stages[{i}]", STAGE_KEYS)
         cap = ss.get("capability", str)
         if cap not in capabilities:
             raise ConfigError(f"{ss.where}: capability '{cap}' has no variant in the scenario "
@@ -249,7 +267,7 @@ def _parse_template(raw, where: str, capabilities: tuple[str, ...]) -> DagTempla
             size2=parse_size(ss.get("size2", (int, float, list, dict), 0), f"{ss.where}.size2", allow_zero=True),
             parents=tuple(parents),
             min_accuracy=ss.get("min_accuracy", float, 0.0, low=0.0, high=1.0),
-            devices_required=ss.get("devices_required", int, 1, low=1),
+            devices_required=ss.get("devices_required", int, 1, low=1, high=MAX_DEVICES),
         ))
         ss.done()
     t = DagTemplate(stages=tuple(stages), weight=weight, name=name)

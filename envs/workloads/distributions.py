@@ -119,18 +119,36 @@ class LognormalSize:
 Size = SizeDist | LognormalSize
 
 
+#: Keys of a size mapping, by ``dist``.
+SIZE_KEYS: dict[str, tuple[str, ...]] = {
+    "constant": ("dist", "value"),
+    "uniform": ("dist", "low", "high"),
+    "lognormal": ("dist", "mean", "cv", "integer", "min", "max"),
+}
+
+
+#: Largest bound of a uniform integer size: integers above it are not exact as floats (and
+#: drawing up to 2**63 or more overflows numpy's int64).
+MAX_INT_SIZE = 2**53
+
+
 def parse_size(value: Any, where: str, *, allow_zero: bool = False) -> Size:
     """A size specification (see the module docstring)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value > 0 or (allow_zero and value == 0):
+        if math.isfinite(value) and (value > 0 or (allow_zero and value == 0)):
             return SizeDist(float(value), float(value))
     elif isinstance(value, list):
         if len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
                 and (value[0] > 0 or (allow_zero and value[0] == 0)) and value[0] <= value[1]:
+            if value[1] > MAX_INT_SIZE:
+                raise ConfigError(f"{where}: [low, high] must have high <= 2**53, got {value!r}")
             return SizeDist(float(value[0]), float(value[1]))
     elif isinstance(value, dict):
         sec = Section(value, where)
-        dist = sec.get("dist", str, choices=("constant", "uniform", "lognormal"))
+        if "dist" not in value:  # (a misspelt 'dist' is reported as unknown, not as missing)
+            sec.expect(dict.fromkeys(k for keys in SIZE_KEYS.values() for k in keys))
+        dist = sec.get("dist", str, choices=tuple(SIZE_KEYS))
+        sec.expect(SIZE_KEYS[dist])
         low0 = 0.0 if allow_zero else 1e-12
         if dist == "constant":
             v = sec.get("value", float, low=low0)
@@ -138,20 +156,20 @@ def parse_size(value: Any, where: str, *, allow_zero: bool = False) -> Size:
             return SizeDist(v, v)
         if dist == "uniform":
             lo = sec.get("low", int, low=0 if allow_zero else 1)
-            hi = sec.get("high", int, low=lo)
+            hi = sec.get("high", int, low=lo, high=MAX_INT_SIZE)
             sec.done()
             return SizeDist(float(lo), float(hi))
         mean = sec.get("mean", float, low=1e-12)
         cv = sec.get("cv", float, low=0.0, high=100.0)
         integer = sec.get("integer", bool, True)
         lo = sec.get("min", float, 1.0, low=0.0 if allow_zero else 1e-12)
-        hi = sec.get("max", float, math.inf, low=lo)
+        hi = sec.get("max", float, math.inf, low=lo, allow_inf=True)
         if integer and math.isfinite(hi) and math.floor(hi) < math.ceil(lo):
             raise ConfigError(f"{where}: no integer in [min, max] = [{lo}, {hi}]")
         sec.done()
         return LognormalSize(mean, cv, lo, hi, integer)
     raise ConfigError(
-        f"{where}: a size is a positive number, [low, high] integers, or a mapping with "
+        f"{where}: a size is a positive finite number, [low, high] integers, or a mapping with "
         f"'dist' (constant, uniform, lognormal), got {value!r}")
 
 
@@ -190,10 +208,14 @@ def zipf_weights(n: int, s: float) -> np.ndarray:
     return w / w.sum()
 
 
+#: Keys of a ``popularity`` mapping.
+POPULARITY_KEYS = ("zipf", "capabilities")
+
+
 def parse_popularity(raw: Any, where: str, capabilities: tuple[str, ...] | list[str]) -> dict[str, float]:
     """``{zipf: s, capabilities: [most popular, ...]}`` -> a mix. Without ``capabilities`` the
     ranking is the scenario's capability order."""
-    sec = Section(raw, where)
+    sec = Section(raw, where, POPULARITY_KEYS)
     s = sec.get("zipf", float, low=0.0, high=10.0)
     ranked = sec.get("capabilities", list, None)
     sec.done()
@@ -222,8 +244,10 @@ def mix_or_popularity(sec: Section, capabilities: tuple[str, ...] | list[str],
     return parse_popularity(sec.get("popularity", dict), f"{sec.where}.popularity", capabilities)
 
 
-def parse_categorical(raw: Any, where: str, *, key_kind: type = float, low: float = 0.0) -> dict:
-    """``{value: probability}`` with numeric keys (YAML may give them as strings)."""
+def parse_categorical(raw: Any, where: str, *, key_kind: type = float, low: float = 0.0,
+                      high: float | None = None) -> dict:
+    """``{value: probability}`` with finite numeric keys in ``[low, high]`` (YAML may give them
+    as strings)."""
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{where}: expected a non-empty mapping {{value: probability}}, got {raw!r}")
     out = {}
@@ -232,10 +256,14 @@ def parse_categorical(raw: Any, where: str, *, key_kind: type = float, low: floa
             kv = key_kind(k)
             if key_kind is int and float(k) != kv:
                 raise ValueError(k)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: key {k!r} must be {'an integer' if key_kind is int else 'a number'}") from None
+        if not math.isfinite(kv):
+            raise ConfigError(f"{where}: key {k!r} must be finite")
         if kv < low:
             raise ConfigError(f"{where}: key {k!r} must be >= {low}")
+        if high is not None and kv > high:
+            raise ConfigError(f"{where}: key {k!r} must be <= {high}")
         if not isinstance(p, (int, float)) or isinstance(p, bool) or p < 0 or not math.isfinite(p):
             raise ConfigError(f"{where}: probability of {k!r} must be a non-negative number, got {p!r}")
         out[kv] = float(p)

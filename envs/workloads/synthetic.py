@@ -24,7 +24,7 @@ from itertools import repeat
 import numpy as np
 
 from envs.config import ConfigError, Section
-from envs.workloads.arrivals import ArrivalProcess, parse_arrival, parse_rate_or_load
+from envs.workloads.arrivals import ARRIVAL_KEYS, ArrivalProcess, parse_arrival, parse_rate_or_load
 from envs.workloads.assembly import (
     ContextCache,
     categorical,
@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 
+#: Keys of one capability's entry under ``min_accuracy``.
+FLOOR_KEYS = ("prob", "value")
+
+
 @dataclass(frozen=True)
 class AccuracyFloor:
     prob: float
@@ -68,6 +72,13 @@ class RequestWorkload(Workload):
     """``num_jobs`` single-stage requests arriving by ``arrival`` (Poisson by default)."""
 
     kind = "poisson"
+    #: Keys of the workload section (besides the arrival process's, see :meth:`config_keys`).
+    KEYS = ("kind", "num_jobs", "mix", "popularity", "size", "size2", "min_accuracy", "slo_multiplier",
+            "load", "rate", "priorities")
+
+    @classmethod
+    def config_keys(cls, sec: Section) -> tuple[str, ...]:
+        return cls.KEYS + ARRIVAL_KEYS[cls.kind]
 
     def __init__(self, *, num_jobs: int, mix: dict[str, float], sizes: dict[str, Size],
                  slo_multiplier: float, load: float | None = None, rate: float | None = None,
@@ -175,7 +186,7 @@ class RequestWorkload(Workload):
         for c, f in sec.get("min_accuracy", dict, {}).items():
             if c not in mix:
                 raise ConfigError(f"{sec.where}.min_accuracy: unknown capability '{c}'")
-            fs = Section(f, f"{sec.where}.min_accuracy.{c}")
+            fs = Section(f, f"{sec.where}.min_accuracy.{c}", FLOOR_KEYS)
             floors[c] = AccuracyFloor(fs.get("prob", float, low=0.0, high=1.0), fs.get("value", float, low=0.0, high=1.0))
             fs.done()
         arrival = parse_arrival(sec, cls.kind)

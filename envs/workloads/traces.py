@@ -32,7 +32,10 @@ the scenario's latency profiles. ``max_jobs`` keeps the first jobs in arrival or
 
 Malformed rows (wrong column count, an unparsable or non-finite number, negative tokens,
 durations or GPU counts) raise :class:`ConfigError` naming the file and the 1-based line number,
-or with ``on_bad_rows="skip"`` are counted in ``counters["bad_rows_skipped"]``. The file is read
+or with ``on_bad_rows="skip"`` are counted in ``counters["bad_rows_skipped"]``. A file with no
+usable row (a header only, or every row skipped), a ``trace_window`` that holds no row, and a
+file that is not UTF-8 text (binary, compressed, UTF-16) raise :class:`ConfigError` naming the
+file (and the window, or the first line that is not UTF-8). The file is read
 once, streaming, with the csv module; the parsed columns are cached on the workload, so resets
 only redraw the random parts.
 """
@@ -130,6 +133,17 @@ class _Parsed:
     counters: dict[str, int] = field(default_factory=dict)
 
 
+def _first_undecodable_line(path: Path) -> int:
+    """1-based number of the first line of ``path`` that is not UTF-8."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return n
+    return 1  # (a character split across lines cannot happen in UTF-8)
+
+
 def detect_format(header: list[str]) -> str | None:
     cols = set(header)
     for fmt, need in FORMATS.items():
@@ -162,6 +176,13 @@ class TraceWorkload(Workload):
     """
 
     kind = "trace"
+    #: Keys of the workload section.
+    KEYS = ("kind", "path", "time_scale", "window", "on_bad_rows", "max_jobs", "slo_multiplier", "capability",
+            "job_types", "max_devices", "duration_from", "priority")
+
+    @classmethod
+    def config_keys(cls, sec: Section) -> tuple[str, ...]:
+        return cls.KEYS
 
     def __init__(self, path: str | Path, time_scale: float = 1.0,
                  trace_window: tuple[float, float] | None = None, on_bad_rows: str = "error",
@@ -215,6 +236,14 @@ class TraceWorkload(Workload):
         return self._data, self._rows, self._arrivals, self._select_counters
 
     def _parse(self) -> _Parsed:
+        try:
+            return self._parse_text()
+        except UnicodeDecodeError as e:
+            line = _first_undecodable_line(self.path)
+            raise ConfigError(f"{self.path}:{line}: not UTF-8 text ({e.reason}); a trace is a UTF-8 CSV file "
+                              f"(is this a binary, compressed or UTF-16 file?)") from None
+
+    def _parse_text(self) -> _Parsed:
         path, skip = self.path, self.on_bad_rows == "skip"
         times, lines, col_a, col_b = array("d"), array("q"), array("d"), array("d")
         counters = {"bad_rows_skipped": 0}
@@ -227,6 +256,9 @@ class TraceWorkload(Workload):
             except csv.Error as e:
                 raise ConfigError(f"{path}:1: unreadable header: {e}") from None
             header = [h.strip() for h in header]
+            if any("\x00" in h for h in header):
+                raise ConfigError(f"{path}:1: the header holds NUL characters; a trace is a UTF-8 CSV file "
+                                  f"(is this a binary or UTF-16 file?)")
             fmt = detect_format(header)
             if fmt is None:
                 raise ConfigError(
@@ -313,9 +345,10 @@ class TraceWorkload(Workload):
         d = self._data
         counters: dict[str, int] = {}
         if len(d.time) == 0:
-            self._rows, self._arrivals = np.empty(0, dtype=np.int64), np.empty(0)
-            self._select_counters = {"rows_outside_window": 0, "rows_beyond_max_jobs": 0}
-            return
+            skipped = {k: v for k, v in d.counters.items() if v}
+            raise ConfigError(f"{self.path}: no usable rows: "
+                              + (f"every row was skipped ({skipped})" if skipped else
+                                 "the file has a header and no data rows"))
         offset = d.time - d.time.min()
         keep = np.ones(len(offset), dtype=bool)
         if self.trace_window is not None:
@@ -323,6 +356,10 @@ class TraceWorkload(Workload):
             keep = (offset >= lo) & (offset < hi)
         counters["rows_outside_window"] = int((~keep).sum())
         rows = np.flatnonzero(keep)
+        if not len(rows):
+            raise ConfigError(f"{self.path}: trace_window [{lo:g}, {hi:g}) s holds no rows: the "
+                              f"{len(offset)} usable rows lie {offset.min():g} to {offset.max():g} s "
+                              f"after the trace origin")
         order = np.lexsort((d.line[rows], offset[rows]))  # by time, ties in file order
         rows = rows[order]
         counters["rows_beyond_max_jobs"] = 0

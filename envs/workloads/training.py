@@ -14,7 +14,14 @@ from itertools import repeat
 import numpy as np
 
 from envs.config import ConfigError, Section
-from envs.workloads.arrivals import PROCESSES, ArrivalProcess, parse_arrival, parse_rate_or_load
+from envs.sim.cluster import MAX_DEVICES
+from envs.workloads.arrivals import (
+    ARRIVAL_KEYS,
+    PROCESSES,
+    ArrivalProcess,
+    parse_arrival,
+    parse_rate_or_load,
+)
 from envs.workloads.assembly import (
     ContextCache,
     categorical,
@@ -45,6 +52,13 @@ class TrainingWorkload(Workload):
     device (so multi-device jobs have proportionally more slack)."""
 
     kind = "training"
+    #: Keys of the workload section (besides the arrival process's, see :meth:`config_keys`).
+    KEYS = ("kind", "num_jobs", "mix", "popularity", "size", "devices", "slo_multiplier", "load", "rate",
+            "arrival", "priorities")
+
+    @classmethod
+    def config_keys(cls, sec: Section) -> tuple[str, ...]:
+        return cls.KEYS + ARRIVAL_KEYS[sec.get("arrival", str, "poisson", choices=PROCESSES)]
 
     def __init__(self, *, num_jobs: int, mix: dict[str, float], slo_multiplier: float,
                  load: float | None = None, rate: float | None = None,
@@ -123,7 +137,8 @@ class TrainingWorkload(Workload):
                                                          default={"dist": "lognormal", "mean": 5000.0,
                                                                   "cv": 3.0, "min": 10, "max": 1e7})
         dev_raw = sec.get("devices", dict, None)
-        devices = None if dev_raw is None else parse_categorical(dev_raw, f"{sec.where}.devices", key_kind=int, low=1)
+        devices = None if dev_raw is None else parse_categorical(dev_raw, f"{sec.where}.devices", key_kind=int, low=1,
+                                                                  high=MAX_DEVICES)
         arrival = parse_arrival(sec, sec.get("arrival", str, "poisson", choices=PROCESSES))
         load, rate = parse_rate_or_load(sec)
         return cls(num_jobs=sec.get("num_jobs", int, low=1), mix=mix,

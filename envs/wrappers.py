@@ -1,0 +1,86 @@
+"""Observation wrappers for libraries that want something other than the ``Dict`` observation.
+
+* :class:`FlattenScheduling`: the observation as one flat float32 ``Box`` in [-1, 1] (for
+  ``PPO("MlpPolicy")``, CleanRL-style scripts, anything that takes a single vector).
+* :class:`ActionMaskObservation`: ``Dict{"observations": Box, "action_mask": Box}``, the exact
+  action mask inside the observation (RLlib's and TorchRL's convention for masked actions).
+
+Both keep ``action_masks()`` callable on the wrapper (and reachable through SB3's
+``env_method("action_masks")``), and keep the action space (so ``action_space.sample()`` still
+draws valid actions). Gymnasium only: this module imports no SB3 and no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+#: The order in which :class:`FlattenScheduling` concatenates the observation's arrays (each
+#: flattened in C order): the task window, the devices, the per-assignment estimates, the globals.
+FLAT_ORDER = ("tasks", "devices", "estimates", "global")
+
+
+def _dict_space(env: gym.Env) -> spaces.Dict:
+    space = env.observation_space
+    if not isinstance(space, spaces.Dict) or set(space.spaces) != set(FLAT_ORDER):
+        raise TypeError(f"expected a modelsched env with the Dict observation {FLAT_ORDER}, got {space}")
+    return space
+
+
+class FlattenScheduling(gym.ObservationWrapper):
+    """The observation as one float32 ``Box(-1, 1, (n,))``: ``tasks`` (K x task features),
+    ``devices`` (D x device features), ``estimates`` (K x V x D) and ``global`` (5), each
+    flattened in C order and concatenated in that order (:data:`FLAT_ORDER`). ``slices[key]``
+    gives each array's range in the flat vector; ``unflatten(x)`` gives the Dict back.
+    ``FlattenScheduling(gym.make("modelsched/ServingSmall-v0"))``.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        space = _dict_space(env)
+        self._shapes = {k: space[k].shape for k in FLAT_ORDER}
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for k in FLAT_ORDER:
+            n = int(np.prod(self._shapes[k]))
+            self.slices[k] = slice(start, start + n)
+            start += n
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(start,), dtype=np.float32)
+
+    def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(observation[k], dtype=np.float32).ravel() for k in FLAT_ORDER])
+
+    def unflatten(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The Dict observation of a flat one (views into ``x``)."""
+        return {k: x[self.slices[k]].reshape(self._shapes[k]) for k in FLAT_ORDER}
+
+    def action_masks(self) -> np.ndarray:
+        """The exact mask of the wrapped env (``env.unwrapped.action_masks()``)."""
+        return self.env.unwrapped.action_masks()
+
+
+class ActionMaskObservation(gym.ObservationWrapper):
+    """``Dict{"observations": ..., "action_mask": Box(0, 1, (n_actions,), float32)}``: the
+    observation (flattened as :class:`FlattenScheduling` does, or the original ``Dict`` with
+    ``flatten=False``) and the exact mask of valid actions (1 valid, 0 invalid; waiting, the
+    last action, is always 1), the layout RLlib's and TorchRL's action-masking models read."""
+
+    def __init__(self, env: gym.Env, flatten: bool = True):
+        super().__init__(env)
+        base = _dict_space(env)
+        self._flat = FlattenScheduling(env) if flatten else None
+        n = int(env.action_space.n)
+        self.observation_space = spaces.Dict({
+            "observations": self._flat.observation_space if flatten else base,
+            "action_mask": spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32),
+        })
+
+    def observation(self, observation: dict[str, np.ndarray]) -> dict[str, Any]:
+        obs = self._flat.observation(observation) if self._flat is not None else observation
+        return {"observations": obs, "action_mask": self.env.unwrapped.action_masks().astype(np.float32)}
+
+    def action_masks(self) -> np.ndarray:
+        return self.env.unwrapped.action_masks()

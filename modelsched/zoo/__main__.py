@@ -1,0 +1,3 @@
+from modelsched.zoo import main
+
+raise SystemExit(main())
