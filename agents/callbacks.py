@@ -223,7 +223,9 @@ class HeuristicEvalCallback(BaseCallback):
         improved = math.isfinite(score) and (self.best is None or sign * score > sign * self.best)
         if improved:
             self.best = score
-            self.model.save(self.best_model_path)
+            from agents.files import save_model
+
+            save_model(self.model, self.best_model_path)
         self.logger.record("eval/best_" + self.metric, self.best if self.best is not None else math.nan)
         self.logger.dump(self.num_timesteps)
         if self.log_path:

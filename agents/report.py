@@ -80,7 +80,9 @@ def compare_with_baselines(scenario: str, agents: dict[str, str | Path], seeds: 
             row["diff_vs_best"] = {"mean": d, "ci": [dlo, dhi]}
         out["policies"][label] = row
     if out_path:
-        Path(out_path).write_text(json.dumps(out, indent=2) + "\n")
+        from agents.files import write_text
+
+        write_text(out_path, json.dumps(out, indent=2) + "\n")
     if show:
         print_table(out)
     env.close()

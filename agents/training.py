@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from agents.envs import TEST_SEEDS, VALIDATION_SEEDS, check_seed_sets, make_env, make_vec_env
+from agents.files import copy_file, save_model, write_text
 from agents.hyperparams import algo_kwargs, load_hyperparams, merge, parse_overrides
 from agents.policies import policy_for
 from agents.registry import DEFAULT_ALGO, get_algo
@@ -175,17 +175,15 @@ def describe_run(run_dir: Path, cfg: TrainConfig, hp: dict, primary_metric: str)
     spec = get_algo(cfg.algo)
     args = _yaml_safe(dataclasses.asdict(cfg))
     args["algo"] = spec.name
-    with open(run_dir / "args.yml", "w") as f:
-        yaml.safe_dump(args, f, sort_keys=False)
+    write_text(run_dir / "args.yml", yaml.safe_dump(args, sort_keys=False))
     config = {"algo": spec.name, "scenario": cfg.scenario, "primary_metric": primary_metric,
               "seed": cfg.seed, "env_kwargs": {**spec.env_kwargs, **hp.get("env_kwargs", {})},
               "hyperparams": _yaml_safe(hp)}
-    with open(run_dir / "config.yml", "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
+    write_text(run_dir / "config.yml", yaml.safe_dump(config, sort_keys=False))
     command = cfg.command or " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
-    (run_dir / "command.txt").write_text(command + "\n")
+    write_text(run_dir / "command.txt", command + "\n")
     git = git_revision()
-    (run_dir / "git.txt").write_text(f"revision: {git['revision']}\ndirty: {git['dirty']}\n")
+    write_text(run_dir / "git.txt", f"revision: {git['revision']}\ndirty: {git['dirty']}\n")
 
 
 def build_model(cfg: TrainConfig, hp: dict, env, device: str):
@@ -208,11 +206,11 @@ def build_model(cfg: TrainConfig, hp: dict, env, device: str):
 
 def train(cfg: TrainConfig) -> TrainResult:
     import torch
-    from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.callbacks import HeuristicEvalCallback, HyperparamsTextCallback, SimMetricsCallback
+    from agents.checkpoints import UpdateCheckpoint
     from agents.progress import TrainingProgress
     from envs.scenarios.loader import load_scenario
 
@@ -272,13 +270,13 @@ def train(cfg: TrainConfig) -> TrainResult:
             eval_env, cfg.eval_seeds, primary, cfg.eval_heuristics, cfg.eval_freq, best_path,
             log_path=run_dir / "evaluations.jsonl")
         callbacks.append(eval_cb)
-    if cfg.checkpoint_freq > 0:
-        callbacks.append(CheckpointCallback(max(cfg.checkpoint_freq // n_envs, 1), str(run_dir / "checkpoints"),
-                                            name_prefix="model"))
+    # checkpoints/last.zip after every update; model_<N>_steps.zip every --checkpoint-freq steps
+    callbacks.append(UpdateCheckpoint(run_dir / "checkpoints", cfg.checkpoint_freq))
     if cfg.progress_bar:
         callbacks.append(TrainingProgress(f"train ({spec.name})", total=planned_timesteps(spec.name, hp)))
     model_path = run_dir / "model.zip"
     interrupted = False
+    phase = "pretrain" if pretraining else "rl"
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
     start_steps = int(model.num_timesteps)
@@ -286,21 +284,30 @@ def train(cfg: TrainConfig) -> TrainResult:
         if pretraining:
             warm_start(model, cfg, hp, env_kwargs, shaping, primary)
             phases["pretrain_s"] = time.perf_counter() - t0
+        phase = "rl"
         t_rl = time.perf_counter()
         try:
             model.learn(total_timesteps=int(hp["n_timesteps"]), callback=callbacks,
                         progress_bar=False, reset_num_timesteps=not cfg.resume)
         finally:
             phases["rl_s"] = time.perf_counter() - t_rl
+        phase = "done"
     except KeyboardInterrupt:
         interrupted = True
-        print(f"\ninterrupted at {model.num_timesteps} steps: saving {model_path}", file=sys.stderr)
+        if phase == "pretrain":
+            print(f"\ninterrupted during pretraining: saving the unfinished warm start as {model_path} "
+                  f"(no best_model.zip: nothing was evaluated)", file=sys.stderr)
+        else:
+            print(f"\ninterrupted at {model.num_timesteps} steps: saving {model_path} (the last completed "
+                  f"update is checkpoints/last.zip)", file=sys.stderr)
     wall = time.perf_counter() - t0
-    model.save(model_path)
+    save_model(model, model_path)
     if isinstance(env, VecNormalize):
         env.save(str(run_dir / "vecnormalize.pkl"))
-    if not best_path.exists():  # no periodic evaluation ran: the final model is the best known
-        shutil.copyfile(model_path, best_path)
+    if not best_path.exists() and phase == "done":
+        # No periodic evaluation ran: the final model of a finished run is the best known. An
+        # interrupted run gets no best_model.zip that nothing chose.
+        copy_file(model_path, best_path)
     env.close()
     result = TrainResult(run_dir, model_path, best_path, int(model.num_timesteps), wall, interrupted)
     rl_steps = result.num_timesteps - start_steps
@@ -312,12 +319,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         "pretrain_s": phases.get("pretrain_s", 0.0), "rl_s": rl_s, "periodic_eval_s": eval_s,
         "fps": rl_steps / max(rl_s - eval_s, 1e-9),
         "fps_note": "RL phase alone: environment steps over the RL phase's wall time minus periodic evaluation",
-        "interrupted": interrupted,
+        "interrupted": interrupted, "phase": phase,
     }
     print(f"trained {result.num_timesteps} steps in {wall:.0f}s (pretraining {summary['pretrain_s']:.0f}s, "
           f"RL {rl_s:.0f}s of which periodic evaluation {eval_s:.0f}s; RL {summary['fps']:.0f} steps/s) -> {run_dir}")
     summary_path = run_dir / "train_summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     if cfg.final_eval and not interrupted:
         from agents.report import compare_with_baselines
 
@@ -326,7 +333,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             cfg.scenario, {"agent:best_model": best_path, "agent:model": model_path}, cfg.test_seeds,
             primary, device=cfg.device, out_path=run_dir / "final_eval.json", progress=cfg.progress_bar)
         summary["final_eval_s"] = time.perf_counter() - t_eval
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     from agents.callbacks import hparam_dict, log_run_hparams, run_metrics
 
     log_run_hparams(  # TensorBoard's HPARAMS tab: the run's hyperparameters and final numbers

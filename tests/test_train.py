@@ -68,7 +68,8 @@ def test_run_folder_describes_itself(trained):
     assert args["seed"] == 3 and args["eval_freq"] == 128
     assert "train.py" in (trained / "command.txt").read_text()
     assert "revision:" in (trained / "git.txt").read_text()
-    assert sorted(p.name for p in (trained / "checkpoints").iterdir())[0].startswith("model_")
+    ckpts = sorted(p.name for p in (trained / "checkpoints").iterdir())
+    assert ckpts == ["last.zip", "model_128_steps.zip", "model_256_steps.zip"], ckpts
 
 
 def test_tensorboard_has_sim_eval_and_hyperparameters(trained):
@@ -315,3 +316,43 @@ def test_a_crafted_model_in_a_run_folder_runs_no_code(tmp_path, trained):
     except Exception:  # noqa: BLE001 - the payload ran before the load failed
         pass
     assert marker.exists()
+
+
+def test_checkpoints_hold_the_update_their_name_says(trained):
+    """model_<N>_steps.zip is saved after the update on the rollout ending at N (its counters
+    and optimizer state are that update's); last.zip is the final update."""
+    import zipfile
+
+    import torch
+
+    for name, steps in (("model_128_steps.zip", 128), ("model_256_steps.zip", 256), ("last.zip", 256)):
+        with zipfile.ZipFile(trained / "checkpoints" / name) as zf:
+            data = json.loads(zf.read("data"))
+            import io
+
+            opt = torch.load(io.BytesIO(zf.read("policy.optimizer.pth")), weights_only=True)
+        assert data["num_timesteps"] == steps
+        assert data["_n_updates"] == steps // 64  # n_steps 64, n_epochs 1: one update per rollout
+        assert opt["state"], "the optimizer state of a checkpoint is never empty"
+
+
+def test_interrupt_during_pretraining_leaves_no_best_model(tmp_path, tiny_scenario):
+    proc = subprocess.Popen([sys.executable, "train.py", "--scenario", tiny_scenario, "--timesteps", "10000",
+                             "--logdir", str(tmp_path), "--eval-freq", "0", "-p", "n_steps=64", "-p", "batch_size=32",
+                             "-p", "pretrain={heuristic: fifo, episodes: 400, epochs: 1}", "--no-final-eval"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until pretraining is under way
+        lines.append(line)
+        if "pretrain: fifo demonstrations: started" in line:
+            break
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + out
+    assert "interrupted during pretraining" in out
+    run = only_run(tmp_path)
+    assert (run / "model.zip").is_file() and not (run / "best_model.zip").exists()
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["interrupted"] and summary["phase"] == "pretrain"
+    assert not list(run.rglob("*.tmp"))  # atomic writes leave no temporary files
