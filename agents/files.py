@@ -1,54 +1,51 @@
-"""Atomic writes for run folders: a file is either the old one or the complete new one.
-
-Every file ``train.py`` writes (models, checkpoints, JSON and YAML) goes to a temporary file in
-the same folder first and is then renamed over the target (``os.replace``, atomic on POSIX), so
-a kill in the middle of a write never leaves a truncated model or a half-written summary.
-"""
+"""Atomic writes for run folders (:mod:`baselines.files`): every file ``train.py`` writes
+(models, checkpoints, JSON and YAML) is either the old one or the complete new one."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
-import tempfile
-from collections.abc import Callable
+import signal
+import threading
 from pathlib import Path
 
+from baselines.files import atomic_write, write_text
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` for a temporary path next to ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+__all__ = ["atomic_write", "copy_file", "deferred_interrupts", "save_model", "write_text"]
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise ``KeyboardInterrupt``: an
+    interrupt inside ``torch.save`` turns into a ``RuntimeError`` of torch's zip writer, so a
+    save must finish before the interrupt is handled (the checkpoint is then complete)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt(f"signal {caught[0]}")
 
 
 def save_model(model, path: str | Path) -> Path:
-    """``model.save(path)`` atomically (SB3 would add ``.zip`` to a name without it: ``path``
-    must end in ``.zip``)."""
+    """``model.save`` into a temporary file, then renamed to ``path`` (which must end in .zip)."""
     path = Path(path)
     if path.suffix != ".zip":
         raise ValueError(f"model path {path} must end in .zip")
-    return atomic_write(path, lambda tmp: _save_zip(model, tmp))
-
-
-def _save_zip(model, tmp: Path) -> None:
-    target = tmp.with_name(tmp.name + ".zip")  # SB3 appends .zip to other suffixes
-    model.save(target)
-    os.replace(target, tmp)
+    with deferred_interrupts():
+        return atomic_write(path, model.save)
 
 
 def copy_file(src: str | Path, dst: str | Path) -> Path:
-    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+    def copy(f) -> None:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f)
+
+    return atomic_write(dst, copy)

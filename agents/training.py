@@ -27,6 +27,7 @@ from agents.files import copy_file, save_model, write_text
 from agents.hyperparams import algo_kwargs, load_hyperparams, merge, parse_overrides
 from agents.policies import policy_for
 from agents.registry import DEFAULT_ALGO, get_algo
+from baselines.interrupts import caused_by_interrupt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -292,7 +293,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         finally:
             phases["rl_s"] = time.perf_counter() - t_rl
         phase = "done"
-    except KeyboardInterrupt:
+    except BaseException as e:  # noqa: BLE001 - only interrupts (however wrapped) are handled here
+        if not caused_by_interrupt(e):
+            raise
         interrupted = True
         if phase == "pretrain":
             print(f"\ninterrupted during pretraining: saving the unfinished warm start as {model_path} "

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from baselines.files import atomic_write, write_text
+
 TRAINING_SEEDS = range(0, 1000)
 EVAL_SEEDS = list(range(1000, 1010))
 #: Metrics of the tables and bar plots (the scenario's primary metric is added if missing).
@@ -214,25 +216,6 @@ def summarize_scenario(sr: ScenarioResult) -> dict:
 
 
 # ====================================================================== outputs
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(file_obj)`` into a temp file next to ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
-
-
 def csv_rows(summary: dict) -> list[list]:
     rows = []
     seeds = summary["seeds"]
@@ -571,7 +554,7 @@ def _cdf_points(sorted_values: np.ndarray, most: int = 4000) -> tuple[np.ndarray
 
 
 def _save_fig(fig, path: Path) -> Path:
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     return path
 
 
@@ -840,7 +823,11 @@ def evaluate(args) -> list[dict]:
                 bar.update(1)
 
             _run_pool(items, order, done_and_count, args.jobs, threads)
-    except KeyboardInterrupt:
+    except BaseException as e:  # noqa: BLE001 - only interrupts (however wrapped) are handled here
+        from baselines.interrupts import caused_by_interrupt
+
+        if not caused_by_interrupt(e):
+            raise
         kept = sum(r is not None for r in results)
         raise Interrupted(f"interrupted: {kept} of {len(items)} episodes are kept in {journal.folder}; "
                           f"run the same command again to continue") from None

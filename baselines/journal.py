@@ -20,11 +20,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from baselines.files import atomic_write
 
 #: Fields of a result that are arrays (the rest is JSON).
 ARRAY_FIELDS = ("latencies", "lower_bound_latencies")
@@ -127,16 +128,7 @@ class Journal:
         arrays = {k: np.asarray(result[k], dtype=float) for k in ARRAY_FIELDS if k in result}
         buf = io.BytesIO()
         np.savez(buf, meta=np.array(json.dumps(meta, default=_json_default)), **arrays)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.path(key), lambda f: f.write(buf.getvalue()))
 
     def count(self) -> int:
         return len(list(self.folder.glob("*.npz"))) if self.folder.is_dir() else 0

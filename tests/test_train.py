@@ -339,7 +339,7 @@ def test_checkpoints_hold_the_update_their_name_says(trained):
 def test_interrupt_during_pretraining_leaves_no_best_model(tmp_path, tiny_scenario):
     proc = subprocess.Popen([sys.executable, "train.py", "--scenario", tiny_scenario, "--timesteps", "10000",
                              "--logdir", str(tmp_path), "--eval-freq", "0", "-p", "n_steps=64", "-p", "batch_size=32",
-                             "-p", "pretrain={heuristic: fifo, episodes: 400, epochs: 1}", "--no-final-eval"],
+                             "-p", "pretrain={heuristic: fifo, episodes: 400, epochs: 500}", "--no-final-eval"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:  # wait until pretraining is under way
