@@ -130,9 +130,6 @@ class Journal:
         np.savez(buf, meta=np.array(json.dumps(meta, default=_json_default)), **arrays)
         atomic_write(self.path(key), lambda f: f.write(buf.getvalue()))
 
-    def count(self) -> int:
-        return len(list(self.folder.glob("*.npz"))) if self.folder.is_dir() else 0
-
 
 def _json_default(x: Any) -> Any:
     if isinstance(x, np.generic):

@@ -53,25 +53,12 @@ def is_sb3(policy: Any) -> bool:
 
 def accepts_masks(policy: Any) -> bool:
     """True if ``policy.predict`` takes an ``action_masks`` argument (by name, or ``**kwargs``)."""
-    predict = getattr(policy, "predict", None)
-    if predict is None:
-        return False
-    return _takes_masks(type(policy), predict)
-
-
-def _takes_masks(cls: type, predict) -> bool:
-    try:
-        return _signature_takes_masks(cls, getattr(cls, "predict", predict))
-    except TypeError:  # unhashable or odd classes: inspect directly
-        return _params_take_masks(predict)
+    predict = getattr(type(policy), "predict", None) or getattr(policy, "predict", None)
+    return predict is not None and _takes_masks(predict)
 
 
 @functools.lru_cache(maxsize=256)
-def _signature_takes_masks(cls: type, predict) -> bool:
-    return _params_take_masks(predict)
-
-
-def _params_take_masks(predict) -> bool:
+def _takes_masks(predict) -> bool:
     try:
         params = inspect.signature(predict).parameters.values()
     except (TypeError, ValueError):
