@@ -23,12 +23,22 @@ Examples::
     python train.py --timesteps 4096 --no-pretrain --eval-freq 0 --no-final-eval   # a quick smoke run
     python train.py --scenario serving-small --algo maskable_ppo --timesteps 200000 --policy-net attention
     python train.py --algo ppo -p learning_rate=1e-4 -p policy_kwargs.net_arch=[128,128]
-    python train.py --resume runs/<run>/checkpoints/model_50000_steps.zip --timesteps 50000
+    python train.py --resume runs/<run>               # continue a stopped run exactly, in its folder
+    python train.py --resume runs/<run> --timesteps 400000   # ... or train a finished one further
+    python train.py --init-from runs/<run>/best_model.zip -p learning_rate=1e-5   # a new run from a model
 
 Hyperparameters come from ``agents/hyperparams/<algo>.yml`` (the scenario's entry over
 ``default``), then ``-p key=value`` overrides (values parsed as YAML), then the explicit flags
-(``--timesteps``, ``--n-envs``, ``--policy-net``, ``--no-pretrain``). Ctrl-C (or SIGTERM) saves
-the model before exiting.
+(``--timesteps``, ``--n-envs``, ``--policy-net``, ``--no-pretrain``).
+
+Stopping and resuming: ``checkpoints/last.zip`` is written after every policy update (and after
+pretraining) with everything the run needs to continue: the training environments' episodes,
+the random generators, the optimizer, the evaluation's best score. Ctrl-C (or SIGTERM) also
+saves ``model.zip`` before exiting. ``--resume RUN_FOLDER`` (or one of its checkpoints)
+continues the run in its folder, with its own arguments, to the same parameters an
+uninterrupted run reaches (on CPU: the tests compare them), the same TensorBoard run and
+``progress.csv`` (cut at the checkpoint), and best-model tracking kept. Only ``--timesteps``
+(a new total), ``--device``, ``--threads``, ``--progress-bar`` and ``--final-eval`` may change.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ from agents.envs import TEST_SEEDS, VALIDATION_SEEDS
 from agents.hyperparams import VEC_KINDS
 from agents.policies import POLICY_NETS
 from agents.registry import DEFAULT_ALGO, algo_names
-from agents.training import DEFAULT_EVAL_HEURISTICS, TrainConfig, train
+from agents.training import DEFAULT_EVAL_HEURISTICS, RESUME_ARGS, TrainConfig, train
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -105,7 +115,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--eval-heuristics", nargs="+", default=list(DEFAULT_EVAL_HEURISTICS),
                    help="candidate reference heuristics (the strongest on the eval seeds is kept)")
     p.add_argument("--checkpoint-freq", type=_non_negative, default=50_000, help="steps between checkpoints (0: off)")
-    p.add_argument("--resume", default=None, metavar="PATH", help="continue training this model .zip")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue a stopped run exactly, in its folder: a run folder (its checkpoints/last.zip) or "
+                        "one of its checkpoints")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start a new run from this model's weights and step counters (no pretraining)")
     p.add_argument("-p", "--param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="hyperparameter override, repeatable; dotted keys for nested values")
     p.add_argument("--policy-net", default=None, choices=list(POLICY_NETS),
@@ -124,14 +138,40 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="run folder name inside --logdir (default: <scenario>__<algo>__s<seed>__<time>)")
     a = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
+    if a.resume:
+        fixed = sorted(_given(p, argv) - {"resume", *RESUME_ARGS})
+        if fixed:
+            flags = ", ".join(next(o for o in act.option_strings if o.startswith("--"))
+                              for act in p._actions if act.dest in fixed)  # noqa: SLF001
+            p.error(f"--resume continues the run with its own arguments (its args.yml): {flags} cannot be "
+                    f"changed; start a new run for that (--init-from starts one from a checkpoint's weights)")
+    if a.resume:  # the run's own values unless given
+        given = _given(p, argv)
+        for key in RESUME_ARGS:
+            if key != "command" and key not in given:
+                setattr(a, key, None)
     return TrainConfig(
         scenario=a.scenario, algo=a.algo, timesteps=a.timesteps, n_envs=a.n_envs, vec=a.vec, seed=a.seed,
         device=a.device, logdir=a.logdir, eval_freq=a.eval_freq, eval_seeds=tuple(a.eval_seeds),
         eval_heuristics=tuple(a.eval_heuristics), checkpoint_freq=a.checkpoint_freq, resume=a.resume,
+        init_from=a.init_from,
         overrides=a.overrides, policy_net=a.policy_net, pretrain=a.pretrain, final_eval=a.final_eval,
         test_seeds=tuple(a.test_seeds), threads=a.threads, progress_bar=a.progress_bar,
         run_name=a.run_name, command=" ".join(shlex.quote(x) for x in ["python", "train.py", *argv]),
     )
+
+
+def _given(p: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options ``argv`` gives explicitly (abbreviations included)."""
+    actions = p._actions  # noqa: SLF001
+    saved = [act.default for act in actions]
+    try:
+        for act in actions:
+            act.default = argparse.SUPPRESS
+        return set(vars(p.parse_args(argv)))
+    finally:
+        for act, default in zip(actions, saved):
+            act.default = default
 
 
 def _interrupt(signum, frame):

@@ -93,7 +93,8 @@ class BatchedVecEnv(VecEnv):
                 info = infos[b]
                 info["terminal_observation"] = {k: v[b].copy() for k, v in obs.items()}
                 info["TimeLimit.truncated"] = bool(truncated[b] and not terminated[b])
-                info["episode"] = {"r": float(self._returns[b]), "l": int(self._lengths[b]), "t": elapsed}
+                info["episode"] = {"r": round(float(self._returns[b]), 6), "l": int(self._lengths[b]),
+                                   "t": elapsed}  # rounded as Monitor rounds
                 info["metrics"] = sim.episode_metrics(b)
             self._returns[idx] = 0.0
             self._lengths[idx] = 0
@@ -107,6 +108,34 @@ class BatchedVecEnv(VecEnv):
 
     def close(self) -> None:
         pass
+
+    def restore_episodes(self, roots: list[int], episodes: list[int], actions: list[list[int]]):
+        """Rebuild every instance's state (resumed training, :mod:`agents.resume`): instance i
+        starts episode ``episodes[i]`` of root seed ``roots[i]`` and takes ``actions[i]``
+        (instances step together while they have actions left). Returns the observations; the
+        episode returns and lengths continue from the replayed steps, as Monitor's would."""
+        sim, B = self.sim, self.num_envs
+        sim.set_seed_state([int(r) for r in roots], [int(k) for k in episodes])
+        sim.reset(None)
+        self._reset_seeds()
+        self._returns[:] = 0.0
+        self._lengths[:] = 0
+        lengths = np.array([len(a) for a in actions], dtype=np.int64)
+        table = np.zeros((B, int(lengths.max(initial=0))), dtype=np.int64)
+        for b, a in enumerate(actions):
+            table[b, :len(a)] = a
+        for t in range(table.shape[1]):
+            active = np.flatnonzero(lengths > t)
+            if sim.done[active].any():
+                b = int(active[np.argmax(sim.done[active])])
+                raise ValueError(f"instance {b}: the replayed episode ended after {t} of its {lengths[b]} "
+                                 f"recorded actions: the scenario or the simulator changed since the checkpoint")
+            sim.step(table[:, t], active=active)
+            self._returns[active] += sim.rewards[active]
+            self._lengths[active] += 1
+        if self.shaping is not None:
+            self.shaping.started(np.arange(B))  # the potential of the state reached
+        return self.sim.observations()
 
     # ------------------------------------------------------------------ attributes
     def action_masks(self) -> np.ndarray:

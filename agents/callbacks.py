@@ -59,12 +59,16 @@ def markdown_table(values: dict) -> str:
 class HyperparamsTextCallback(BaseCallback):
     """Write ``values`` as a Markdown table under the TensorBoard text tag ``hyperparameters``."""
 
-    def __init__(self, values: dict, tag: str = "hyperparameters"):
+    def __init__(self, values: dict, tag: str = "hyperparameters", written: bool = False):
         super().__init__()
         self.values = values
         self.tag = tag
+        self.written = written  # a resumed run: the table is in the run's events already
 
     def _on_training_start(self) -> None:
+        if self.written:
+            return
+        self.written = True
         for fmt in self.logger.output_formats:
             if isinstance(fmt, TensorBoardOutputFormat):
                 fmt.writer.add_text(self.tag, markdown_table(self.values), self.num_timesteps)
@@ -144,9 +148,30 @@ class HeuristicEvalCallback(BaseCallback):
         self.heuristic_episodes: list[dict[str, float]] = []
         self.best: float | None = None
         self._last_eval = 0
+        self._started = False
+        self._resumed = False
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue the evaluations as if it never stopped (plain
+        JSON: the reference heuristic and its scores, the best score, the last evaluation's step)."""
+        return {"started": self._started, "heuristic": self.heuristic, "heuristic_episodes": self.heuristic_episodes,
+                "heuristic_means": self.heuristic_means, "best": self.best, "last_eval": self._last_eval}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state.get("started"):
+            return  # the run stopped before its first evaluation: it starts as a new one does
+        self.heuristic = state["heuristic"]
+        self.heuristic_episodes = [dict(e) for e in state["heuristic_episodes"]]
+        self.heuristic_means = dict(state["heuristic_means"])
+        self.best = state["best"]
+        self._last_eval = int(state["last_eval"])
+        self._started = self._resumed = True
 
     def _on_training_start(self) -> None:
+        if self._resumed:  # reference, layout and starting point were done before the checkpoint
+            return
         t_start = time.perf_counter()
+        self._started = True
         self._last_eval = self.num_timesteps
         if self.candidates and self.heuristic is None:
             t0 = time.perf_counter()

@@ -10,11 +10,16 @@ number of steps its parameters were trained on and its optimizer state is that u
   however short, keeps its last completed update;
 * ``checkpoints/model_<N>_steps.zip`` at the first update at or past every ``every`` steps.
 
-Files are written atomically (:mod:`agents.files`).
+With ``state`` (a function returning the resume state of :mod:`agents.resume`), every
+checkpoint also holds what resuming exactly needs besides the weights; ``rng`` (a checkpoint's
+saved generator states) is restored at the first rollout of a resumed run, the moment the states
+were saved at. Off-policy algorithms update every few steps: ``min_interval`` spaces their
+``last.zip`` writes. Files are written atomically (:mod:`agents.files`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from stable_baselines3.common.callbacks import BaseCallback
@@ -23,10 +28,14 @@ from agents.files import save_model
 
 
 class UpdateCheckpoint(BaseCallback):
-    def __init__(self, folder: str | Path, every: int = 0):
+    def __init__(self, folder: str | Path, every: int = 0, state: Callable[[], tuple[dict, dict]] | None = None,
+                 rng: tuple[dict, dict] | None = None, min_interval: int = 0):
         super().__init__()
         self.folder = Path(folder)
         self.every = int(every)
+        self.state = state
+        self.min_interval = int(min_interval)
+        self._rng = rng
         self._next = None
         self._last_saved = None
 
@@ -36,21 +45,36 @@ class UpdateCheckpoint(BaseCallback):
         if self.every > 0:
             self._next = (start // self.every + 1) * self.every
 
-    def _save(self) -> None:
+    def _save(self, final: bool = False) -> None:
         n = int(self.model.num_timesteps)
-        if n == self._last_saved:
+        if n == self._last_saved or (not final and n - self._last_saved < self.min_interval):
             return
         self._last_saved = n
-        save_model(self.model, self.folder / "last.zip")
+        # the milestone first: a kill between the two writes leaves last.zip at the previous
+        # update, from which the resumed run writes this milestone again
+        paths = []
         if self._next is not None and n >= self._next:
-            save_model(self.model, self.folder / f"model_{n}_steps.zip")
+            paths.append(self.folder / f"model_{n}_steps.zip")
             self._next = (n // self.every + 1) * self.every
+        paths.append(self.folder / "last.zip")
+        if self.state is not None:
+            from agents.resume import write_checkpoint
+
+            write_checkpoint(self.model, paths, *self.state())
+        else:
+            for path in paths:
+                save_model(self.model, path)
 
     def _on_rollout_start(self) -> None:  # after the previous rollout's update
+        if self._rng is not None:  # a resumed run: the generators as they were at its checkpoint
+            from agents.resume import restore_rng
+
+            restore_rng(self.model, *self._rng)
+            self._rng = None
         self._save()
 
     def _on_step(self) -> bool:
         return True
 
     def _on_training_end(self) -> None:  # after the last update
-        self._save()
+        self._save(final=True)

@@ -45,9 +45,11 @@ def scenario_arg(scenario: str) -> dict[str, Any]:
 
 
 def make_env(scenario: str, env_kwargs: dict | None = None, monitor: bool = True,
-             shaping: dict | None = None) -> gym.Env:
-    """The scenario's env; Monitor-wrapped (raw rewards logged) and then reward-shaped
-    (``shaping``: keyword arguments of :class:`agents.shaping.RewardShaping`) if asked."""
+             shaping: dict | None = None, replayable: bool = False) -> gym.Env:
+    """The scenario's env; Monitor-wrapped (raw rewards logged), then reward-shaped
+    (``shaping``: keyword arguments of :class:`agents.shaping.RewardShaping`) if asked, and
+    with ``replayable`` wrapped in :class:`agents.resume.Replayable` (training envs: their
+    state can be rebuilt when a run resumes)."""
     args = scenario_arg(scenario)
     env = gym.make(args.pop("id"), **args, **(env_kwargs or {}))
     if monitor:
@@ -56,30 +58,37 @@ def make_env(scenario: str, env_kwargs: dict | None = None, monitor: bool = True
         from agents.shaping import RewardShaping
 
         env = RewardShaping(env, **shaping)
+    if replayable:
+        from agents.resume import Replayable
+
+        env = Replayable(env)
     return env
 
 
 class _EnvFactory:
     """Picklable environment constructor for SubprocVecEnv."""
 
-    def __init__(self, scenario: str, env_kwargs: dict | None, shaping: dict | None):
+    def __init__(self, scenario: str, env_kwargs: dict | None, shaping: dict | None, replayable: bool = False):
         self.scenario = scenario
         self.env_kwargs = dict(env_kwargs or {})
         self.shaping = dict(shaping or {})
+        self.replayable = replayable
 
     def __call__(self) -> gym.Env:
-        return make_env(self.scenario, self.env_kwargs, shaping=self.shaping)
+        return make_env(self.scenario, self.env_kwargs, shaping=self.shaping, replayable=self.replayable)
 
 
 def make_vec_env(scenario: str, n_envs: int = 1, env_kwargs: dict | None = None,
-                 shaping: dict | None = None, start_method: str | None = None, vec: str = "auto") -> VecEnv:
+                 shaping: dict | None = None, start_method: str | None = None, vec: str = "auto",
+                 record: bool = False) -> VecEnv:
     """``n_envs`` training environments, vectorised by ``vec``: ``auto`` (``SubprocVecEnv``
     when ``n_envs > 1``, else ``DummyVecEnv``), ``dummy``, ``subproc`` (of Monitor-wrapped
     ``SchedulingEnv``), or ``batched`` (:class:`agents.batched_vec.BatchedVecEnv`, which gives the
     same ``episode`` infos as Monitor and shapes rewards as ``RewardShaping`` does).
 
-    Seeding is left to the algorithm (``model.set_random_seed`` seeds env ``i`` with seed + i),
-    so a resumed model reseeds its new environments the same way.
+    Seeding is left to the algorithm (``model.set_random_seed`` seeds env ``i`` with seed + i).
+    ``record``: wrapped in :class:`agents.resume.RecordingVecEnv`, which keeps what rebuilds the
+    envs' state when a run resumes (``train.py`` trains on such envs).
     """
     if vec not in VEC_KINDS:
         raise ValueError(f"unknown vec {vec!r}: one of {', '.join(VEC_KINDS)}")
@@ -92,13 +101,22 @@ def make_vec_env(scenario: str, n_envs: int = 1, env_kwargs: dict | None = None,
         if kw.get("render_mode") is not None:
             raise ValueError("render_mode is not available with --vec batched")
         kw.pop("render_mode", None)
-        return BatchedVecEnv(load_scenario_for(scenario, kw), n_envs,
+        venv = BatchedVecEnv(load_scenario_for(scenario, kw), n_envs,
                              invalid_action=kw.pop("invalid_action", "raise"),
                              invalid_penalty=kw.pop("invalid_penalty", 1.0), shaping=shaping or None)
-    fns = [_EnvFactory(scenario, env_kwargs, shaping) for _ in range(n_envs)]
+        return _recorded(venv) if record else venv
+    fns = [_EnvFactory(scenario, env_kwargs, shaping, replayable=record) for _ in range(n_envs)]
     if vec == "subproc" or (vec == "auto" and n_envs > 1):
-        return SubprocVecEnv(fns, start_method=start_method)
-    return DummyVecEnv(fns)
+        venv = SubprocVecEnv(fns, start_method=start_method)
+    else:
+        venv = DummyVecEnv(fns)
+    return _recorded(venv) if record else venv
+
+
+def _recorded(venv: VecEnv) -> VecEnv:
+    from agents.resume import RecordingVecEnv
+
+    return RecordingVecEnv(venv)
 
 
 def load_scenario_for(scenario: str, env_kwargs: dict):

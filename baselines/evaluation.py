@@ -65,6 +65,9 @@ class Interrupted(Exception):
 PARTIAL = ".partial"
 
 
+#: ``--jobs`` above this many processes per core is refused (each is a Python process with torch).
+MAX_JOBS_PER_CORE = 4
+
 def episode_seed(seed: int, episode: int) -> int:
     """Reset seed of episode ``episode`` of evaluation seed ``seed`` (``seed`` for episode 0)."""
     if episode == 0:
@@ -666,6 +669,10 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
         raise UsageError("--episodes must be >= 1")
     if args.jobs < 1:
         raise UsageError("--jobs must be >= 1")
+    cores = os.cpu_count() or 1
+    if args.jobs > MAX_JOBS_PER_CORE * cores:
+        raise UsageError(f"--jobs {args.jobs}: this machine has {cores} core(s); more than {MAX_JOBS_PER_CORE} "
+                         f"processes per core only adds memory and start-up time (at most {MAX_JOBS_PER_CORE * cores})")
     if args.threads < 1:
         raise UsageError("--threads must be >= 1")
     if args.batch_size is not None and args.batch_size < 1:
@@ -822,7 +829,7 @@ def evaluate(args) -> list[dict]:
                 done(i, result)
                 bar.update(1)
 
-            _run_pool(items, order, done_and_count, args.jobs, threads)
+            _run_pool(items, order, done_and_count, min(args.jobs, max(len(order), 1)), threads)  # no idle workers
     except BaseException as e:  # noqa: BLE001 - only interrupts (however wrapped) are handled here
         from baselines.interrupts import caused_by_interrupt
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import operator
 import sys
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,17 @@ class SchedulingEnv(gym.Env):
         self._step_limit = _enclosing_time_limit(self)
         sim.stats.reset()
         return self._observation(), self._info(final=sim.done)
+
+    def set_seed_state(self, root: int, episode: int) -> None:
+        """Make the next ``reset()`` (without a seed) start episode ``episode`` of root seed
+        ``root``: the episode that ``reset(seed=root)`` followed by ``episode`` more ``reset()``
+        calls would start."""
+        if isinstance(root, bool) or not isinstance(root, Integral) or root < 0:
+            raise ValueError(f"root seed must be a non-negative int, got {root!r}")
+        if isinstance(episode, bool) or not isinstance(episode, Integral) or episode < 0:
+            raise ValueError(f"episode must be a non-negative int, got {episode!r}")
+        self._root_seed = np.random.SeedSequence(int(root), n_children_spawned=int(episode))
+        self._episode_done = True
 
     def step(self, action):
         if self._root_seed is None:

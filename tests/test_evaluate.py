@@ -156,6 +156,7 @@ def test_cli_tiny_run_writes_every_output(tmp_path):
     (["--policies", "no-such-policy"], "unknown policy 'no-such-policy'"),
     (["--policies", "models/none.zip"], "model file not found: models/none.zip"),
     (["--scenario", "no-such-scenario"], "scenario 'no-such-scenario'"),
+    (["--policies", "fifo", "--jobs", "100000"], "--jobs 100000: this machine has"),
 ])
 def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, message):
     r = _run_cli(*args, "--seeds", "0", "--out", str(tmp_path / "o"))

@@ -82,10 +82,10 @@ def test_tensorboard_has_sim_eval_and_hyperparameters(trained):
     assert any("hyperparameters" in t for t in text_tags(trained))
 
 
-def test_resume_continues_timesteps(tmp_path, trained, tiny_scenario):
+def test_init_from_continues_timesteps(tmp_path, trained, tiny_scenario):
     ckpt = trained / "checkpoints" / "model_128_steps.zip"
     assert ckpt.is_file()
-    run_train("--scenario", tiny_scenario, "--resume", str(ckpt), "--timesteps", "128", "--seed", "4",
+    run_train("--scenario", tiny_scenario, "--init-from", str(ckpt), "--timesteps", "128", "--seed", "4",
               "--logdir", str(tmp_path), "--eval-freq", "0", "--checkpoint-freq", "0", *TINY)
     run = only_run(tmp_path)
     from sb3_contrib import MaskablePPO
@@ -94,7 +94,7 @@ def test_resume_continues_timesteps(tmp_path, trained, tiny_scenario):
     assert model.num_timesteps == 256  # 128 from the checkpoint + 128 more
     steps = [e.step for e in scalars(run)["time/fps"]]
     assert min(steps) > 128 and max(steps) == 256
-    assert yaml.safe_load((run / "args.yml").read_text())["resume"] == str(ckpt)
+    assert yaml.safe_load((run / "args.yml").read_text())["init_from"] == str(ckpt)
 
 
 def test_subproc_vec_env_with_masks(tmp_path, tiny_scenario):
@@ -127,10 +127,15 @@ def test_bad_arguments_fail_with_clear_messages(tmp_path, capsys):
     cases = [(["--algo", "sac"], "unknown algorithm 'sac'"),
              (["-p", "learning_rat=1"], "unknown hyperparameter 'learning_rat'"),
              (["--seed", "10000"], "overlap the validation seeds"),
-             (["--resume", str(tmp_path / "missing.zip")], "no model file")]
+             (["--init-from", str(tmp_path / "missing.zip")], "no model file")]
     for argv, message in cases:  # in-process: each fails before any training starts
         assert train.main([*argv, "--logdir", str(tmp_path)]) == 2
         assert message in capsys.readouterr().err
+    assert train.main(["--resume", str(tmp_path / "missing")]) == 2
+    assert "no run folder or checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a resumed run keeps its own arguments
+        train.main(["--resume", str(tmp_path), "--seed", "5"])
+    assert exit_.value.code == 2 and "--seed cannot be changed" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 

@@ -481,6 +481,20 @@ class BatchedSimulator:
                     raise ValueError(f"seed of instance {i} must be a non-negative int, got {s!r}")
         self._roots = [np.random.SeedSequence(int(s)) for s in seeds]
 
+    def set_seed_state(self, roots: list[int], episodes: list[int]) -> None:
+        """Make the next ``reset()`` (without seeds) start, in instance i, episode
+        ``episodes[i]`` of root seed ``roots[i]`` (as ``SchedulingEnv.set_seed_state``)."""
+        B = self.num_envs
+        if len(roots) != B or len(episodes) != B:
+            raise ValueError(f"got {len(roots)} roots and {len(episodes)} episode counts for {B} instances")
+        out = []
+        for i, (r, k) in enumerate(zip(roots, episodes)):
+            for name, x in (("root seed", r), ("episode", k)):
+                if isinstance(x, bool) or not isinstance(x, Integral) or x < 0:
+                    raise ValueError(f"instance {i}: {name} must be a non-negative int, got {x!r}")
+            out.append(np.random.SeedSequence(int(r), n_children_spawned=int(k)))
+        self._roots = out
+
     def reset(self, seed: int | list[int] | None = None) -> None:
         """Start a new episode in every instance (new root seeds if ``seed`` is given or none
         were set) and run each to its first decision."""
