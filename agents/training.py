@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Heuristics tried, at training start, as the reference of periodic evaluation (the strongest
 #: on the validation seeds is kept). Cheap, strong rules; the genetic planner is left out for cost.
-DEFAULT_EVAL_HEURISTICS = ("infaas", "mct", "adaptive", "tetris")
+DEFAULT_EVAL_HEURISTICS = ("infaas", "mct", "adaptive", "priced", "tetris")
 
 
 @dataclass

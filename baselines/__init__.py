@@ -24,6 +24,7 @@ from baselines.heuristics import (
     InfaasPolicy,
     LeastLoadedPolicy,
     MctPolicy,
+    PricedPolicy,
     PriorityGreedyPolicy,
     RandomPolicy,
     RoundRobinPolicy,
@@ -35,7 +36,7 @@ from baselines.heuristics import (
 REGISTRY: dict[str, type[Policy]] = {cls.name: cls for cls in (
     RandomPolicy, FifoPolicy, RoundRobinPolicy, LeastLoadedPolicy, SjfPolicy, EdfPolicy,
     PriorityGreedyPolicy, MctPolicy, InfaasPolicy, ClipperHighAccPolicy, ClipperLowAccPolicy,
-    TetrisPolicy, GeneticPolicy, AdaptivePolicy,
+    TetrisPolicy, GeneticPolicy, AdaptivePolicy, PricedPolicy,
 )}
 
 

@@ -399,7 +399,7 @@ class BatchedTetris(BatchedPolicy):
 
 
 # ====================================================================== completion-time placement
-MCT, INFAAS, CLIPPER_HIGH, CLIPPER_LOW, ADAPTIVE = range(5)
+MCT, INFAAS, CLIPPER_HIGH, CLIPPER_LOW, ADAPTIVE, PRICED = range(6)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -415,7 +415,7 @@ def _argmin_vd(e, ok, v, D, use_ok):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _completion_time(rule, n, runs, est, est_safe, exec_, cold, load, mask, slack, acc, amort, capok, fast,
-                     V, D, wait_action, out):
+                     price, slo, skip, V, D, wait_action, out):
     """``heuristics._CompletionTimePolicy.decide`` and the ``choose`` of each rule, per row: tasks
     oldest first, each picks (v, d) over the up devices with the work reserved so far added;
     an idle choice is the action, a busy one reserves its work on that device."""
@@ -494,6 +494,36 @@ def _completion_time(rule, n, runs, est, est_safe, exec_, cold, load, mask, slac
                             ba, av = a, v
                     bv = av
                     bd = _argmin_vd(e, ok, bv, D, True)
+            elif rule == PRICED:
+                hopeless = skip
+                if skip:
+                    for v in range(V):
+                        for d in range(D):
+                            warm = e[v, d] - (1.0 if cold[j, k, v, d] else 0.0) * load[j, k, v, d]
+                            hopeless = hopeless and not warm <= slack[j, k]
+                if hopeless:
+                    found = False  # skipped: dropped at its deadline
+                elif not fast[j]:
+                    anyok = False
+                    for v in range(V):
+                        for d in range(D):
+                            ok[v, d] = (amort[j, k, v, d] + extra[d] <= slack[j, k]) and capok[j, k, v, d]
+                            anyok = anyok or ok[v, d]
+                    if anyok:
+                        bs, sv = -np.inf, 0
+                        for v in range(V):
+                            rowok, c = False, np.inf
+                            for d in range(D):
+                                if ok[v, d]:
+                                    rowok = True
+                                    x = exec_[j, k, v, d] + (1.0 if cold[j, k, v, d] else 0.0) * load[j, k, v, d]
+                                    if x < c:
+                                        c = x
+                            sc = acc[j, k, v] - price[j] * c / slo[j, k] if rowok else -np.inf
+                            if sc > bs:
+                                bs, sv = sc, v
+                        bv = sv
+                        bd = _argmin_vd(e, ok, bv, D, True)
             if not found:
                 continue
             if mask[j, k, bv, bd]:
@@ -514,12 +544,17 @@ class _CompletionTime(BatchedPolicy):
         z = np.zeros((1, 1, 1, 1))
         return z, z.astype(bool), np.zeros(view.R, dtype=bool)
 
+    def pricing(self, view):
+        """(price per row, skip hopeless) of ``priced``; placeholders for the other rules."""
+        return np.zeros(view.R), False
+
     def decide(self, view):
         amort, capok, fast = self.prepare(view)
+        price, skip = self.pricing(view)
         out = np.empty(view.R, dtype=np.int64)
         _completion_time(self.rule, view.n, view.runs, view.est, view.est_safe, view.exec, view.cold, view.load,
-                         np.ascontiguousarray(view.mask), view.slack, view.acc, amort, capok, fast, view.V, view.D,
-                         view.wait_action, out)
+                         np.ascontiguousarray(view.mask), view.slack, view.acc, amort, capok, fast, price, view.slo,
+                         skip, view.V, view.D, view.wait_action, out)
         return out
 
 
@@ -551,13 +586,32 @@ class BatchedAdaptive(_CompletionTime):
     rule = ADAPTIVE
 
     def __init__(self, num_envs, seed=None, threshold: float | None = None, occupancy: float | None = None, **kw):
-        from baselines.heuristics import AdaptivePolicy
-
         super().__init__(num_envs, seed, **kw)
-        self.threshold = AdaptivePolicy.DEFAULT_THRESHOLD if threshold is None else float(threshold)
-        self.occupancy = AdaptivePolicy.DEFAULT_OCCUPANCY if occupancy is None else float(occupancy)
+        self._given = {"threshold": threshold, "occupancy": occupancy}
+        self._params: dict | None = None
         self.min_slo = np.full(self.num_envs, np.inf)
         self._floor: float | None = None
+
+    def _defaults(self) -> dict:
+        from baselines.heuristics import AdaptivePolicy
+
+        return {"threshold": AdaptivePolicy.DEFAULT_THRESHOLD, "occupancy": AdaptivePolicy.DEFAULT_OCCUPANCY}
+
+    def _resolve(self, scenario) -> dict:
+        """The parameters as the per-instance rule resolves them: keyword arguments, then
+        ``baselines/tuned.yml`` for the scenario, then the class defaults (on the first
+        decision, when the scenario is known)."""
+        from baselines.tuned import tuned
+
+        if self._params is None:
+            name = getattr(scenario, "name", None)
+            p = {**self._defaults(), **tuned("adaptive", name)}
+            if self.name != "adaptive":
+                p.update(tuned(self.name, name))
+            p.update({k: v for k, v in self._given.items() if v is not None})
+            self._params = p
+            self.threshold, self.occupancy = float(p["threshold"]), float(p["occupancy"])
+        return self._params
 
     def reset(self, rows, seeds):
         self.min_slo[rows] = np.inf
@@ -584,6 +638,7 @@ class BatchedAdaptive(_CompletionTime):
         return self._floor
 
     def prepare(self, view):
+        self._resolve(view.bsim.scenario)
         cl = view.cluster
         rows = view.rows
         # Smallest SLO seen (heuristics.AdaptivePolicy._update_min_slo) over the window's tasks.
@@ -599,19 +654,46 @@ class BatchedAdaptive(_CompletionTime):
         up = np.maximum(view.dev_up.sum(axis=1), 1)
         busy = (~view.dev_idle & view.dev_up).sum(axis=1)
         fast = (view.qlen + busy) / up > self.threshold
-        free = cl.dev_memory[None, :] - view.mem_used  # (R, D)
-        fits = cl.var_memory[np.maximum(view.variant, 0)][:, :, :, None] <= free[:, None, None, :]
-        amortised = view.est_safe - np.where(fits, view.cold * view.load, 0.0)
-        amortised = np.where(view.runs, amortised, np.inf)
         cap = view.exec <= self.occupancy * m[:, None, None, None]
-        return amortised, cap, fast
+        return amortised_estimates(view), cap, fast
+
+
+def amortised_estimates(view: BatchedView) -> np.ndarray:
+    """(R, K, V, D) ``heuristics.amortised_estimates`` of every row."""
+    cl = view.cluster
+    free = cl.dev_memory[None, :] - view.mem_used  # (R, D)
+    fits = cl.var_memory[np.maximum(view.variant, 0)][:, :, :, None] <= free[:, None, None, :]
+    amortised = view.est_safe - np.where(fits, view.cold * view.load, 0.0)
+    return np.where(view.runs, amortised, np.inf)
+
+
+class BatchedPriced(BatchedAdaptive):
+    """``priced`` (``heuristics.PricedPolicy``), its parameters resolved as ``adaptive``'s are."""
+
+    name = "priced"
+    rule = PRICED
+
+    def __init__(self, num_envs, seed=None, threshold: float | None = None, occupancy: float | None = None,
+                 price: float | None = None, skip_hopeless: bool | None = None, **kw):
+        super().__init__(num_envs, seed, threshold=threshold, occupancy=occupancy, **kw)
+        self._given.update(price=price, skip_hopeless=skip_hopeless)
+
+    def _defaults(self) -> dict:
+        from baselines.heuristics import PricedPolicy
+
+        return {**super()._defaults(), "price": PricedPolicy.DEFAULT_PRICE, "skip_hopeless": PricedPolicy.DEFAULT_SKIP}
+
+    def pricing(self, view):
+        p = self._resolve(view.bsim.scenario)
+        skip = bool(p["skip_hopeless"]) and bool(view.bsim.scenario.drop_expired)
+        return np.full(view.R, float(p["price"])), skip
 
 
 #: name -> batched rule, for every registered heuristic that has one (all but ``genetic``).
 BATCHED: dict[str, type[BatchedPolicy]] = {cls.name: cls for cls in (
     BatchedRandom, BatchedFifo, BatchedRoundRobin, BatchedLeastLoaded, BatchedSjf, BatchedEdf,
     BatchedPriorityGreedy, BatchedMct, BatchedInfaas, BatchedClipperHighAcc, BatchedClipperLowAcc,
-    BatchedTetris, BatchedAdaptive,
+    BatchedTetris, BatchedAdaptive, BatchedPriced,
 )}
 
 

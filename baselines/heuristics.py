@@ -208,6 +208,17 @@ class TetrisPolicy(Policy):
 
 
 # ====================================================================== completion-time placement
+def amortised_estimates(view: DecisionView) -> np.ndarray:
+    """(K, V, D) ``est_safe`` with the cold-start load left out where the variant fits in the
+    device's free memory without evicting anything (an investment: it stays resident); inf
+    where the pair cannot run."""
+    cl, sim = view.cluster, view.sim
+    free = cl.dev_memory - sim.dev_memory_used  # (D,)
+    fits = cl.var_memory[np.maximum(view.variant, 0)][:, :, None] <= free[None, None, :]
+    amortised = view.est_safe - np.where(fits, view.cold * view.load, 0.0)
+    return np.where(view.runs, amortised, np.inf)
+
+
 class _CompletionTimePolicy(Policy):
     """Tasks oldest first; each picks (variant, device) over every device that is up, busy ones
     included, by :meth:`choose`; an idle choice is started, a busy one reserved (see the module
@@ -339,8 +350,11 @@ class AdaptivePolicy(_CompletionTimePolicy):
     light-load branch uses the accuracy-maximising choice Proteus makes under light load;
     otherwise the two branches would coincide.
 
-    Defaults ``threshold`` = 0.5 tasks per device and ``occupancy`` = 0.5 were chosen on
-    training seeds 0..9 of serving-small (never on evaluation seeds) by::
+    Per built-in scenario, ``threshold`` and ``occupancy`` come from ``baselines/tuned.yml``
+    (chosen on training seeds by ``benchmarks/tune_baselines.py``, see :mod:`baselines.tuned`).
+    The class defaults, used for other scenarios, ``threshold`` = 0.5 tasks per device and
+    ``occupancy`` = 0.5, were chosen on training seeds 0..9 of serving-small (never on
+    evaluation seeds) by::
 
         .venv/bin/python benchmarks/tune_adaptive.py --scenario serving-small --seeds 0 1 2 3 4 5 6 7 8 9
 
@@ -356,8 +370,12 @@ class AdaptivePolicy(_CompletionTimePolicy):
     DEFAULT_OCCUPANCY = 0.5
 
     def __init__(self, env, seed=None, threshold: float | None = None, occupancy: float | None = None):
-        self.threshold = self.DEFAULT_THRESHOLD if threshold is None else float(threshold)
-        self.occupancy = self.DEFAULT_OCCUPANCY if occupancy is None else float(occupancy)
+        from baselines.tuned import scenario_name, tuned
+
+        p = {"threshold": self.DEFAULT_THRESHOLD, "occupancy": self.DEFAULT_OCCUPANCY,
+             **tuned("adaptive", scenario_name(env))}
+        self.threshold = float(p["threshold"] if threshold is None else threshold)
+        self.occupancy = float(p["occupancy"] if occupancy is None else occupancy)
         super().__init__(env, seed)
 
     def reset(self, seed=None):
@@ -387,16 +405,13 @@ class AdaptivePolicy(_CompletionTimePolicy):
                     self.min_slo = min(self.min_slo, slo / ref * floor)
 
     def decide(self, view):
-        sim, cl = view.sim, view.cluster
+        sim = view.sim
         self._update_min_slo(view)
         up = max(int(sim.dev_up.sum()), 1)
         busy = int((~sim.dev_idle & sim.dev_up).sum())
         self._fast = (len(sim.queue_ids) + busy) / up > self.threshold
         if not self._fast:
-            free = cl.dev_memory - sim.dev_memory_used  # (D,)
-            fits = cl.var_memory[np.maximum(view.variant, 0)][:, :, None] <= free[None, None, :]
-            amortised = view.est_safe - np.where(fits, view.cold * view.load, 0.0)
-            self._amortised = np.where(view.runs, amortised, np.inf)
+            self._amortised = amortised_estimates(view)
             self._cap = view.exec <= self.occupancy * self.min_slo
         return super().decide(view)
 
@@ -408,4 +423,63 @@ class AdaptivePolicy(_CompletionTimePolicy):
             return argmin2(est)
         acc = np.where(ok.any(axis=1), view.acc[k], -np.inf)
         v = int(np.argmax(acc))
+        return v, int(np.argmin(np.where(ok[v], est[v], np.inf)))
+
+
+class PricedPolicy(AdaptivePolicy):
+    """``priced``: ``adaptive`` with accuracy at a price and hopeless tasks skipped. What a
+    serving engineer adds after noticing that (i) a request that can no longer meet its
+    deadline is worth nothing late, so serving it only delays the others, and (ii) the most
+    accurate feasible variant is not always worth its device time.
+
+    As ``adaptive`` (backlog switch to the ``mct`` choice, SLO test with the noise margin and
+    cold loads as investments, occupancy cap, earliest-completion device), except:
+
+    * the light-load branch takes, among the variants that pass, the one maximising
+      ``accuracy - price x device-seconds / SLO`` (device-seconds: noise-free execution plus
+      the cold load on its cheapest passing device) instead of the most accurate
+      (``price`` 0 is ``adaptive``);
+    * a hopeless task (not even the noise-free completion with its variant already loaded
+      meets the deadline; execution noise only slows down) is skipped when ``skip_hopeless``
+      and the scenario drops expired tasks: it is dropped at its deadline and takes no device
+      time from the others.
+
+    Parameters per scenario (``threshold``, ``occupancy``, ``price``, ``skip_hopeless``):
+    ``baselines/tuned.yml``, chosen on training seeds by ``benchmarks/tune_baselines.py`` (see
+    :mod:`baselines.tuned`); class defaults elsewhere.
+    """
+
+    name = "priced"
+    DEFAULT_PRICE = 0.0
+    DEFAULT_SKIP = True
+
+    def __init__(self, env, seed=None, threshold: float | None = None, occupancy: float | None = None,
+                 price: float | None = None, skip_hopeless: bool | None = None):
+        from baselines.tuned import scenario_name, tuned
+
+        p = {"threshold": self.DEFAULT_THRESHOLD, "occupancy": self.DEFAULT_OCCUPANCY, "price": self.DEFAULT_PRICE,
+             "skip_hopeless": self.DEFAULT_SKIP, **tuned("adaptive", scenario_name(env)),
+             **tuned(self.name, scenario_name(env))}
+        given = {"threshold": threshold, "occupancy": occupancy, "price": price, "skip_hopeless": skip_hopeless}
+        p.update({k: v for k, v in given.items() if v is not None})
+        self.price, self.skip_hopeless = float(p["price"]), bool(p["skip_hopeless"])
+        super().__init__(env, seed, threshold=float(p["threshold"]), occupancy=float(p["occupancy"]))
+
+    def decide(self, view):
+        self._skip = self.skip_hopeless and bool(view.sim.drop_expired)
+        return super().decide(view)
+
+    def choose(self, view, k, est, est_safe):
+        if self._skip and not (est - view.cold[k] * view.load[k] <= view.slack[k]).any():
+            return None  # hopeless
+        if self._fast:
+            return argmin2(est)
+        ok = (self._amortised[k] + self._extra <= view.slack[k]) & self._cap[k]
+        if not ok.any():
+            return argmin2(est)
+        cost = np.where(ok, view.exec[k] + view.cold[k] * view.load[k], np.inf).min(axis=1)  # (V,)
+        rows = ok.any(axis=1)
+        with np.errstate(invalid="ignore"):
+            score = np.where(rows, view.acc[k] - self.price * cost / view.slo[k], -np.inf)
+        v = int(np.argmax(score))
         return v, int(np.argmin(np.where(ok[v], est[v], np.inf)))
