@@ -6,7 +6,7 @@
   ``predict(obs, state=None, episode_start=None, deterministic=True, action_masks=None)
   -> (action, state)``.
 * ``baselines.load_policy(spec, env)``: a registered name or a path to an SB3 ``.zip``.
-* ``baselines.run_episode(env, policy, seed) -> dict``: one episode, metrics and lower bound.
+* ``baselines.run_episode(env, policy, seed) -> dict``: one episode, metrics and the ideal bound.
 
 Each policy's docstring states its rule and its published source.
 """

@@ -46,7 +46,7 @@ class SeedFacts:
 
     def get(self, reset_seed: int) -> dict:
         if reset_seed not in self._cache:
-            from baselines.bound import lower_bound_metrics
+            from baselines.bound import ideal_bound_metrics
             from baselines.rollout import workload_digest
 
             if self._env is None:
@@ -54,8 +54,8 @@ class SeedFacts:
             env = self._env
             env.reset(seed=reset_seed)
             sim = env.unwrapped.sim
-            bound, lat = lower_bound_metrics(sim, return_latencies=True)
-            self._cache[reset_seed] = {"lower_bound": bound, "lower_bound_latencies": lat,
+            bound, lat = ideal_bound_metrics(sim, return_latencies=True)
+            self._cache[reset_seed] = {"ideal_bound": bound, "ideal_bound_latencies": lat,
                                        "workload_digest": workload_digest(sim)}
         return self._cache[reset_seed]
 

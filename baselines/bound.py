@@ -8,6 +8,10 @@ variant (meeting its floor and size) whose ideal time on its best device type st
 deadline; if none does, the fastest variant (late). Jobs with a stage no variant can ever serve
 count as dropped (as in the simulator).
 
+Named ``ideal_bound`` in every output (it was ``lower_bound``, a misnomer: it is an upper bound of
+the accuracy and SLO metrics and a lower bound of the latencies). It is not an optimum of the
+scheduling problem: it ignores capacity, so for accuracy it is loose wherever queueing matters.
+
 What the bound row means per metric:
 
 * latency (mean, p50, p95, p99, job latencies) and slowdown (= 1): lower bounds; the simulator
@@ -33,7 +37,7 @@ def _pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) if x.size else math.nan
 
 
-def lower_bound_metrics(sim, *, return_latencies: bool = False):
+def ideal_bound_metrics(sim, *, return_latencies: bool = False):
     """Bound metrics for the workload of the simulator's current episode (policy-independent);
     with ``return_latencies``, also the bound's per-task latencies (the ideal times)."""
     cl = sim.cluster

@@ -19,7 +19,7 @@ per-seed differences with their own bootstrap CI.
 **Outputs** in ``--out`` (one scenario) or ``--out/<scenario>/`` (several; then ``--out`` also
 gets ``results.json`` = ``{"scenarios": [...]}``, a combined ``results.csv`` and ``results.md``):
 ``results.json``, ``results.csv`` (long: scenario, policy, seed, metric, value; the bound's rows
-have policy ``lower_bound``), ``results.md``, ``metrics.png`` (means with 95% CIs on axes zoomed
+have policy ``ideal_bound``), ``results.md``, ``metrics.png`` (means with 95% CIs on axes zoomed
 to the values, bound dashed), ``paired_differences.png`` (each policy minus the best heuristic on
 the primary metric, with paired CIs) and ``latency_cdf.png``. Every file is written to a temporary file in the same folder, then renamed.
 """
@@ -50,7 +50,7 @@ EVAL_SEEDS = list(range(1000, 1010))
 #: Metrics of the tables and bar plots (the scenario's primary metric is added if missing).
 MAIN_METRICS = ("effective_accuracy", "slo_attainment", "mean_accuracy", "mean_latency",
                 "p99_latency", "mean_slowdown", "utilization")
-BOUND = "lower_bound"
+BOUND = "ideal_bound"
 
 
 class UsageError(Exception):
@@ -180,8 +180,8 @@ def summarize_scenario(sr: ScenarioResult) -> dict:
         }
     # The bound is policy-independent: take it from the first policy's runs.
     first = sr.runs[sr.labels[0]]
-    bound_names = list(dict.fromkeys(m for eps in first.values() for r in eps for m in r["lower_bound"]))
-    bound = {"metrics": {m: summarize(per_seed_values(first, sr.seeds, m, key="lower_bound")) for m in bound_names}}
+    bound_names = list(dict.fromkeys(m for eps in first.values() for r in eps for m in r["ideal_bound"]))
+    bound = {"metrics": {m: summarize(per_seed_values(first, sr.seeds, m, key="ideal_bound")) for m in bound_names}}
 
     def rank_key(label):
         mean = policies[label]["metrics"].get(pm, {}).get("mean")
@@ -211,7 +211,7 @@ def summarize_scenario(sr: ScenarioResult) -> dict:
         "best_policy": best_policy,
         "best_heuristic": best_heuristic,
         "policies": policies,
-        "lower_bound": bound,
+        "ideal_bound": bound,
         "common_random_numbers": True,
         "statistics": {"ci": "95% percentile bootstrap over seeds", "resamples": N_RESAMPLES,
                        "nan": "seeds with a NaN value are left out of that metric (n = seeds used)"},
@@ -223,7 +223,7 @@ def csv_rows(summary: dict) -> list[list]:
     rows = []
     seeds = summary["seeds"]
     groups = [(lbl, p["metrics"]) for lbl, p in summary["policies"].items()]
-    groups.append((BOUND, summary["lower_bound"]["metrics"]))
+    groups.append((BOUND, summary["ideal_bound"]["metrics"]))
     for label, metrics in groups:
         for metric, s in metrics.items():
             for seed, v in zip(seeds, s["per_seed"], strict=True):
@@ -330,7 +330,7 @@ def markdown(summary: dict) -> str:
         diff = p["paired_vs_best_heuristic"]
         dtext = "" if bh is None else (" —" if label == bh else " " + cell(diff)) + " |"
         lines.append(f"| {label} | " + " | ".join(row) + " |" + dtext)
-    b = summary["lower_bound"]["metrics"]
+    b = summary["ideal_bound"]["metrics"]
     lines.append("| *bound (ideal, no queueing)* | " + " | ".join(cell(b.get(m)) for m in cols) + " |"
                  + (" |" if bh else ""))
     lines.append("")
@@ -406,7 +406,7 @@ def plot_metrics(summary: dict, out: Path) -> Path:
                 ax.annotate(_fmt(mu), (xi, top if np.isfinite(top) else mu), xytext=(0, 3), textcoords="offset points",
                             ha="center", va="bottom", rotation=90, fontsize=6, color="0.2", zorder=4,
                             bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85})
-        b = summary["lower_bound"]["metrics"].get(m, {}).get("mean")
+        b = summary["ideal_bound"]["metrics"].get(m, {}).get("mean")
         log = False
         if m.endswith("latency") or m == "mean_slowdown":
             finite = [v for v in means if np.isfinite(v) and v > 0]
@@ -567,7 +567,7 @@ def write_tensorboard(summary: dict, log_dir: Path) -> None:
     writer = SummaryWriter(log_dir=str(log_dir))
     try:
         groups = [(lbl, p["metrics"]) for lbl, p in summary["policies"].items()]
-        groups.append((BOUND, summary["lower_bound"]["metrics"]))
+        groups.append((BOUND, summary["ideal_bound"]["metrics"]))
         for label, metrics in groups:
             for m, s in metrics.items():
                 if s["mean"] is not None:
@@ -898,7 +898,7 @@ def _write_all(args, scenarios, policies, seeds, env_kwargs, results, wall, fall
                 sim_digests.setdefault((it.seed, it.episode), set()).add(r["sim_digest"])
             latencies.setdefault(it.label, []).append(r["latencies"])
             if it.label == policies[0][1]:
-                bound_lat.append(r["lower_bound_latencies"])
+                bound_lat.append(r["ideal_bound_latencies"])
         broken = [k for d in (digests, sim_digests) for k, v in d.items() if len(v) > 1]
         if broken:
             raise RuntimeError(f"{name}: policies saw different workloads for (seed, episode) {broken[:3]}: "

@@ -28,7 +28,7 @@ import numpy as np
 from baselines.files import atomic_write
 
 #: Fields of a result that are arrays (the rest is JSON).
-ARRAY_FIELDS = ("latencies", "lower_bound_latencies")
+ARRAY_FIELDS = ("latencies", "ideal_bound_latencies")
 #: Fields a journal entry never stores (rebuilt by the caller).
 TRANSIENT = ("item", "_extra")
 

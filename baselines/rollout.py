@@ -31,7 +31,7 @@ import numpy as np
 
 from baselines import REGISTRY, PolicyError, make
 from baselines.base import Policy
-from baselines.bound import lower_bound_metrics
+from baselines.bound import ideal_bound_metrics
 from envs.sim.metrics import task_latencies
 
 #: SB3 algorithms tried, in this order, when a model file says nothing about its algorithm.
@@ -78,9 +78,9 @@ def run_episode(env, policy: Any, seed: int | None, *, deterministic: bool = Tru
     """Play one episode of ``env`` with ``policy`` from ``env.reset(seed=seed)``.
 
     Returns a dict with ``seed``; ``metrics`` (``info["metrics"]`` at the episode's end);
-    ``lower_bound`` (:func:`baselines.bound.lower_bound_metrics` of the episode's workload, the
+    ``ideal_bound`` (:func:`baselines.bound.ideal_bound_metrics` of the episode's workload, the
     same for every policy on the same seed); ``latencies`` (float array, one entry per completed
-    task: finish - arrival, for CDF plots); ``lower_bound_latencies`` (the ideal service time of
+    task: finish - arrival, for CDF plots); ``ideal_bound_latencies`` (the ideal service time of
     each task the bound serves); ``workload_digest`` (equal for every policy on the same seed); ``return`` (sum of rewards); ``steps``;
     ``invalid_actions`` (penalised invalid actions, unmasked SB3 models only); ``terminated``,
     ``truncated``; ``accounting`` (the final counters); ``wall_s``.
@@ -134,13 +134,13 @@ def run_episode(env, policy: Any, seed: int | None, *, deterministic: bool = Tru
     sim = base.sim
     latencies = task_latencies(sim)
     metrics = info.get("metrics") or _final_metrics(base)
-    bound, bound_latencies = lower_bound_metrics(sim, return_latencies=True)
+    bound, bound_latencies = ideal_bound_metrics(sim, return_latencies=True)
     return {
         "seed": seed,
         "metrics": {k: float(v) for k, v in metrics.items()},
-        "lower_bound": bound,
+        "ideal_bound": bound,
         "latencies": latencies,
-        "lower_bound_latencies": bound_latencies,
+        "ideal_bound_latencies": bound_latencies,
         "workload_digest": workload_digest(sim),
         "return": total,
         "steps": steps,

@@ -53,7 +53,7 @@ def tables(results: dict) -> str:
                 plo, phi = pair["ci95"]
                 diff = f"{_signed(pair['mean'])} [{_signed(plo)}, {_signed(phi)}]"
             out.append(f"| {name} | {cell} | {diff} |")
-        bound = (s.get("lower_bound") or {}).get("metrics", {}).get(metric, {}).get("mean")
+        bound = (s.get("ideal_bound") or {}).get("metrics", {}).get(metric, {}).get("mean")
         if bound is not None:
             out.append(f"| *bound (ideal, no queueing)* | {_num(bound)} | |")
         out.append("")

@@ -123,8 +123,8 @@ def test_full_episode_on_serving_small(name):
     assert m["arrived"] == 600 and m["completed"] == acc["completed"]
     for key in ("effective_accuracy", "slo_attainment", "utilization", "mean_accuracy", "mean_latency"):
         assert math.isfinite(m[key])
-    assert 0.0 <= m["effective_accuracy"] <= res["lower_bound"]["effective_accuracy"] + 1e-9
-    assert m["mean_latency"] >= res["lower_bound"]["mean_latency"] - 1e-12
+    assert 0.0 <= m["effective_accuracy"] <= res["ideal_bound"]["effective_accuracy"] + 1e-9
+    assert m["mean_latency"] >= res["ideal_bound"]["mean_latency"] - 1e-12
     assert res["latencies"].shape == (acc["completed"],)
     assert res["invalid_actions"] == 0
 

@@ -35,7 +35,7 @@ def test_same_seed_same_workload_for_every_policy():
         sim = env.unwrapped.sim
         arrivals.append([(j.arrival, j.slo, j.stages[0].capability, j.stages[0].size) for j in sim.job_specs])
         digests.append(res["workload_digest"])
-        assert res["lower_bound"] == run_episode(env, make("edf", env), 11)["lower_bound"]
+        assert res["ideal_bound"] == run_episode(env, make("edf", env), 11)["ideal_bound"]
     assert arrivals[0] == arrivals[1] == arrivals[2]
     assert len(set(digests)) == 1
     other = run_episode(env, make("fifo", env), 12)["workload_digest"]
@@ -69,7 +69,7 @@ def test_metrics_and_bound_on_a_hand_made_episode():
     assert m["effective_accuracy"] == pytest.approx(0.35)
     assert m["mean_accuracy"] == pytest.approx(0.7)
     assert m["utilization"] == pytest.approx(0.65 / 0.65)
-    b = res["lower_bound"]
+    b = res["ideal_bound"]
     assert b["mean_latency"] == pytest.approx(0.175)
     assert b["mean_slowdown"] == 1.0
     assert b["slo_attainment"] == 1.0
@@ -77,7 +77,7 @@ def test_metrics_and_bound_on_a_hand_made_episode():
     assert b["mean_accuracy"] == pytest.approx(0.9)
     assert b["makespan"] == pytest.approx(0.2)
     assert b["utilization"] == pytest.approx(0.35 / 0.2)  # work of the bound schedule / (D x makespan)
-    np.testing.assert_allclose(np.sort(res["lower_bound_latencies"]), [0.15, 0.2])
+    np.testing.assert_allclose(np.sort(res["ideal_bound_latencies"]), [0.15, 0.2])
 
 
 def test_bound_of_a_pipeline_follows_the_critical_path():
@@ -87,7 +87,7 @@ def test_bound_of_a_pipeline_follows_the_critical_path():
     spec = JobSpec(0.0, (StageSpec("cls", 1.0), StageSpec("cls", 1.0, parents=(0,)),
                          StageSpec("cls", 1.0, parents=(0,))), slo=0.25)
     env = SchedulingEnv(make_scenario(golden_cluster(n_gpus=2), [spec], K=4))
-    b = run_episode(env, make("fifo", env), 0)["lower_bound"]
+    b = run_episode(env, make("fifo", env), 0)["ideal_bound"]
     assert b["job_mean_latency"] == pytest.approx(0.3)
     assert b["job_slo_attainment"] == 0.0
     assert b["slo_attainment"] == pytest.approx(1 / 3)  # only the first stage ends by 0.25
@@ -141,11 +141,11 @@ def test_cli_tiny_run_writes_every_output(tmp_path):
         assert pol["paired_vs_best_heuristic"]["against"] == data["best_heuristic"]
     assert data["best_policy"] == "fifo"
     for m in REQUIRED:
-        assert data["lower_bound"]["metrics"][m]["mean"] is not None
+        assert data["ideal_bound"]["metrics"][m]["mean"] is not None
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert set(rows[0]) == {"scenario", "policy", "seed", "metric", "value"}
-    assert {r["policy"] for r in rows} == {"fifo", "random", "lower_bound"}
+    assert {r["policy"] for r in rows} == {"fifo", "random", "ideal_bound"}
     md = (out / "results.md").read_text()
     assert "**" in md and "| fifo |" in md and "bound" in md
     assert any(p.name.startswith("events.out.tfevents") for p in tb.rglob("*"))

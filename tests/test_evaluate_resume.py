@@ -82,7 +82,7 @@ def test_the_journal_round_trips_a_result_exactly(tmp_path, COMMON):
     j = Journal(tmp_path / "j")
     j.save("k", res)
     back = j.load("k")
-    assert back["metrics"] == res["metrics"] and back["lower_bound"] == res["lower_bound"]
+    assert back["metrics"] == res["metrics"] and back["ideal_bound"] == res["ideal_bound"]
     assert np.array_equal(back["latencies"], res["latencies"]) and back["steps"] == res["steps"]
     assert summary["policies"]["mct"]["metrics"]["effective_accuracy"]["per_seed"][0] == res["metrics"]["effective_accuracy"]
     (tmp_path / "j" / "k.npz").write_bytes(b"truncated")  # a file cut by a kill is ignored
