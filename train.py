@@ -184,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
     cfg = parse_args(argv)
-    # `kill <pid>` of a background run saves the model too, like Ctrl-C.
+    # `kill <pid>` of a background run saves the model too, like Ctrl-C; and SIGINT interrupts
+    # even when the run was started with it ignored (a shell script's background job is).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = train(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -1005,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv is None:  # the command line: `kill <pid>` is handled like Ctrl-C
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     try:
         summaries = evaluate(args)
     except UsageError as e:
