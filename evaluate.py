@@ -4,7 +4,7 @@
     python evaluate.py --scenario serving-small --policies mct runs/ppo/best_model.zip --jobs 4
     python evaluate.py --scenario serving-small --policies all --seeds 1000-1999 --backend batched
 
-Default seeds are the evaluation set 1000..1009 (training uses 0..999). See
+Default seeds are the evaluation set 1000..1029 (training uses 0..999). See
 ``baselines/evaluation.py`` for the statistics and the output files; bad input (unknown policy
 or scenario, missing model file) prints one error line and exits with code 2.
 """

@@ -25,7 +25,7 @@ VALIDATION_SEEDS: tuple[int, ...] = tuple(range(10_000, 10_005))
 #: Seeds of the final evaluation table printed by train.py.
 TEST_SEEDS: tuple[int, ...] = tuple(range(20_000, 20_005))
 #: Held-out seeds for reported results: evaluate.py's default evaluation set.
-HELD_OUT_SEEDS: tuple[int, ...] = tuple(range(1000, 1010))
+HELD_OUT_SEEDS: tuple[int, ...] = tuple(range(1000, 1030))
 
 
 def check_seed_sets(seed: int, n_envs: int) -> None:

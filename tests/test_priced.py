@@ -89,4 +89,4 @@ def test_the_tuning_refuses_evaluation_seeds():
 
     r = subprocess.run([sys.executable, "benchmarks/tune_baselines.py", "--seeds", "995", "1005", "--dry-run"],
                        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "seeds 1000..1005 are evaluation seeds" in r.stderr
+    assert r.returncode == 2 and "seeds 1000..1005 are outside the training range" in r.stderr
