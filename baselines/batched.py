@@ -477,24 +477,7 @@ def _completion_time(rule, n, runs, est, est_safe, exec_, cold, load, mask, slac
                             break
                 if found:
                     bd = _argmin_vd(e, ok, bv, D, False)
-            elif rule == ADAPTIVE and not fast[j]:
-                anyok = False
-                for v in range(V):
-                    for d in range(D):
-                        ok[v, d] = (amort[j, k, v, d] + extra[d] <= slack[j, k]) and capok[j, k, v, d]
-                        anyok = anyok or ok[v, d]
-                if anyok:
-                    ba, av = -np.inf, 0
-                    for v in range(V):
-                        rowok = False
-                        for d in range(D):
-                            rowok = rowok or ok[v, d]
-                        a = acc[j, k, v] if rowok else -np.inf
-                        if a > ba:
-                            ba, av = a, v
-                    bv = av
-                    bd = _argmin_vd(e, ok, bv, D, True)
-            elif rule == PRICED:
+            elif rule == ADAPTIVE or rule == PRICED:  # adaptive: price 0, no skipping
                 hopeless = skip
                 if skip:
                     for v in range(V):
@@ -509,7 +492,7 @@ def _completion_time(rule, n, runs, est, est_safe, exec_, cold, load, mask, slac
                         for d in range(D):
                             ok[v, d] = (amort[j, k, v, d] + extra[d] <= slack[j, k]) and capok[j, k, v, d]
                             anyok = anyok or ok[v, d]
-                    if anyok:
+                    if anyok:  # the variant of best accuracy - price x device-seconds / SLO
                         bs, sv = -np.inf, 0
                         for v in range(V):
                             rowok, c = False, np.inf

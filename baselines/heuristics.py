@@ -415,14 +415,23 @@ class AdaptivePolicy(_CompletionTimePolicy):
             self._cap = view.exec <= self.occupancy * self.min_slo
         return super().decide(view)
 
+    #: ``priced``'s additions, off here: a price on device-seconds, skipping hopeless tasks.
+    price = 0.0
+    _skip = False
+
     def choose(self, view, k, est, est_safe):
+        if self._skip and not (est - view.cold[k] * view.load[k] <= view.slack[k]).any():
+            return None  # hopeless (priced)
         if self._fast:
             return argmin2(est)
         ok = (self._amortised[k] + self._extra <= view.slack[k]) & self._cap[k]
         if not ok.any():
             return argmin2(est)
-        acc = np.where(ok.any(axis=1), view.acc[k], -np.inf)
-        v = int(np.argmax(acc))
+        # the most accurate passing variant; with a price, accuracy - price x device-seconds / SLO
+        cost = np.where(ok, view.exec[k] + view.cold[k] * view.load[k], np.inf).min(axis=1)  # (V,)
+        with np.errstate(invalid="ignore"):
+            score = np.where(ok.any(axis=1), view.acc[k] - self.price * cost / view.slo[k], -np.inf)
+        v = int(np.argmax(score))
         return v, int(np.argmin(np.where(ok[v], est[v], np.inf)))
 
 
@@ -468,18 +477,3 @@ class PricedPolicy(AdaptivePolicy):
     def decide(self, view):
         self._skip = self.skip_hopeless and bool(view.sim.drop_expired)
         return super().decide(view)
-
-    def choose(self, view, k, est, est_safe):
-        if self._skip and not (est - view.cold[k] * view.load[k] <= view.slack[k]).any():
-            return None  # hopeless
-        if self._fast:
-            return argmin2(est)
-        ok = (self._amortised[k] + self._extra <= view.slack[k]) & self._cap[k]
-        if not ok.any():
-            return argmin2(est)
-        cost = np.where(ok, view.exec[k] + view.cold[k] * view.load[k], np.inf).min(axis=1)  # (V,)
-        rows = ok.any(axis=1)
-        with np.errstate(invalid="ignore"):
-            score = np.where(rows, view.acc[k] - self.price * cost / view.slo[k], -np.inf)
-        v = int(np.argmax(score))
-        return v, int(np.argmin(np.where(ok[v], est[v], np.inf)))
