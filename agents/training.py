@@ -271,7 +271,7 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict, ResumePoint]:
         value = getattr(cfg, key)
         if value is not None and (key != "timesteps" or value):
             setattr(run, key, value)
-    run.resume, run.init_from = str(path), None
+    run.resume = str(path)
     run.logdir, run.run_name = str(run_dir.parent), run_dir.name
     hp = dict(config.get("hyperparams") or {})
     if cfg.timesteps is not None:
@@ -286,9 +286,10 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict, ResumePoint]:
         if (run_dir / "model.zip").is_file() and stopped_in != "pretrain":
             raise ResumeError(f"--resume: {run_dir} has a model but no checkpoints/last.zip (an older train.py): "
                               f"--init-from {run_dir / 'model.zip'} starts a new run from it")
-        point = ResumePoint(run_dir, None)
+        point = ResumePoint(run_dir, None)  # starts again as it started (from its --init-from model, if any)
     else:
         point = ResumePoint(run_dir, ckpt, *state)
+        run.init_from = None  # the checkpoint holds the weights
     total = planned_timesteps(run.algo, hp)
     if point.steps >= total:
         raise ValueError(f"--resume: {ckpt} is at {point.steps} steps and the run's total is {total}: "
