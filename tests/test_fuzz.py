@@ -404,6 +404,24 @@ def _bad_type_actions(a: int) -> list[Any]:
             np.array([[a]]), np.array(float(a)), np.array([True]), b"1", complex(a), {}, np.array([], dtype=int)]
 
 
+def _make_and_play(case: str, log: list, failures: list, rng: np.random.Generator, seed, stats: dict,
+                   refused_key: str, ep_stats: dict, *make_args, **make_kwargs) -> None:
+    """One fuzz case: make the env (a refusal must be a named error, counted under
+    ``refused_key``), then play one episode on a stream spawned from ``rng`` with reset seed
+    ``seed()``, counting its actions into ``ep_stats``."""
+    env = _guarded(case + " make", log, failures, LOAD_ERRORS, _make, *make_args, **make_kwargs)
+    stats["cases"] += 1
+    if env is None:
+        stats[refused_key] += 1
+        return
+    stats["loaded"] += 1
+    try:
+        ep_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+        _guarded(case + " episode", log, failures, (), _run_episode, env, ep_rng, seed(), ep_stats)
+    finally:
+        env.close()
+
+
 def _run_episode(env, rng: np.random.Generator, seed: int, stats: dict) -> None:
     u = env.unwrapped
     if _failure_storm(u) > MAX_FAILURE_EVENTS:  # the known issue above: counted, not run
@@ -524,19 +542,9 @@ def test_fuzz_scenarios_and_actions():
         rng = next(gen_rngs)
         name, d, kwargs, log = _make_case(rng)
         case = f"case {i} (seed {ROOT_SEED}, from {name})"
-        env = _guarded(case + " make", log, failures, LOAD_ERRORS, _make, d, **kwargs)
-        stats["cases"] += 1
         i += 1
-        if env is None:
-            stats["refused_at_make"] += 1
-            continue
-        stats["loaded"] += 1
-        try:
-            ep_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
-            seed = int(rng.integers(2**31))
-            _guarded(case + " episode", log, failures, (), _run_episode, env, ep_rng, seed, stats)
-        finally:
-            env.close()
+        _make_and_play(case, log, failures, rng, lambda r=rng: int(r.integers(2**31)), stats, "refused_at_make",
+                       stats, d, **kwargs)
         if len(failures) >= 5:
             break
     elapsed = time.perf_counter() - start
@@ -633,19 +641,9 @@ def test_fuzz_trace_files(tmp_path):
                 kwargs[key] = values[int(rng.integers(len(values)))]
         log.append(f"keywords {({k: v for k, v in kwargs.items() if k != 'trace'})}")
         case = f"trace case {i} (seed {ROOT_SEED}, {scenario})"
-        env = _guarded(case + " make", log, failures, LOAD_ERRORS, _make, scenario, **kwargs)
-        stats["cases"] += 1
         i += 1
-        if env is None:
-            stats["refused"] += 1
-            continue
-        stats["loaded"] += 1
         ep_stats = {"actions": 0, "refused": 0, "penalized": 0, "episodes_done": 0}
-        try:
-            ep_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
-            _guarded(case + " episode", log, failures, (), _run_episode, env, ep_rng, i, ep_stats)
-        finally:
-            env.close()
+        _make_and_play(case, log, failures, rng, lambda n=i: n, stats, "refused", ep_stats, scenario, **kwargs)
         stats["actions"] += ep_stats["actions"]
         stats["refused_actions"] += ep_stats["refused"]
         stats["penalized"] += ep_stats["penalized"]
