@@ -40,7 +40,7 @@ def check_seed_sets(seed: int, n_envs: int) -> None:
 def scenario_arg(scenario: str) -> dict[str, Any]:
     """gym.make arguments for a built-in scenario name or a YAML path."""
     if Path(scenario).suffix in (".yaml", ".yml") or scenario not in _envs.builtin_scenarios():
-        return {"id": "modelsched/Scheduling-v0", "scenario": scenario}
+        return {"id": "modelsched/Scheduling-v1", "scenario": scenario}
     return {"id": _envs.env_id(scenario)}
 
 

@@ -27,6 +27,9 @@ waiting. Paying for on-time completions instead makes serving a task now the thi
   earn (its most accurate variant that some device, busy or not, could finish by the deadline;
   0 if none). Taking a device that another task needed, or letting a task's slack run out, then
   costs at once, instead of showing up (as a reward that never comes) when the task expires.
+
+Warm-up tasks (arriving before the scenario's ``warmup_s``) pay nothing and count in no
+potential, as in the env's reward and the metrics.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class RewardShaping(gym.Wrapper):
         self._w_acc, self._w_slo, self._w_drop = float(w.accuracy), float(w.slo), float(w.drop)
         self._best = np.asarray(sc.cluster.best_accuracy, dtype=float)
         self._slot_accuracy = np.nan_to_num(np.asarray(sc.cluster.slot_accuracy, dtype=float), nan=0.0)
+        self._warmup = float(sc.warmup_s)
         self._phi = 0.0
         self._running: dict[int, object] = {}
 
@@ -97,7 +101,7 @@ class RewardShaping(gym.Wrapper):
     def _pay(self, t) -> float:
         """Base reward of task ``t`` completing (on time or not) under a metric base."""
         on_time = t.finish <= t.deadline + 1e-12
-        if not on_time:
+        if not on_time or t.arrival < self._warmup:
             return 0.0
         return float(t.accuracy) if self.base == "effective_accuracy" else 1.0
 
@@ -117,6 +121,8 @@ class RewardShaping(gym.Wrapper):
             if t is None or t.id in seen:
                 continue
             seen.add(t.id)
+            if t.arrival < self._warmup:
+                continue
             late = dev.busy_until > t.deadline + 1e-12
             if self.base == "env":
                 value += self._w_acc * (t.accuracy - self._best[t.cap_index]) - (self._w_slo if late else 0.0)
@@ -128,19 +134,21 @@ class RewardShaping(gym.Wrapper):
             up = np.asarray(sim.dev_up, dtype=bool)
             earliest = np.where(up[None, None, :], est[:n], np.inf).reshape(n, -1).min(axis=1)
             deadline = np.array([t.deadline for t in sim.window])
-            value -= self._w_drop * float(np.count_nonzero(sim.now + earliest > deadline + 1e-12))
+            counted = np.array([t.arrival >= self._warmup for t in sim.window], dtype=bool)
+            value -= self._w_drop * float(np.count_nonzero((sim.now + earliest > deadline + 1e-12) & counted))
         elif self.queue_potential and sim.queue_ids:
             est = sim.estimates()  # (K, V, D); refreshes the window
             n = len(sim.window)
             up = np.asarray(sim.dev_up, dtype=bool)
             deadline = np.array([t.deadline for t in sim.window])
+            counted = np.array([t.arrival >= self._warmup for t in sim.window], dtype=bool)
             feasible = (sim.now + np.where(up[None, None, :], est[:n], np.inf) <= deadline[:, None, None] + 1e-12)
             feasible = feasible.any(axis=2)  # (n, V): the variant can still finish in time somewhere
             if self.base == "effective_accuracy":
                 acc = self._slot_accuracy[sim.w_caps[:n]]  # (n, V)
-                value += float(np.where(feasible, acc, 0.0).max(axis=1).sum())
+                value += float(np.where(counted, np.where(feasible, acc, 0.0).max(axis=1), 0.0).sum())
             else:
-                value += float(feasible.any(axis=1).sum())
+                value += float((feasible.any(axis=1) & counted).sum())
         return value
 
     def reset(self, **kwargs):
@@ -202,6 +210,7 @@ class BatchedRewardShaping:
         self._w_acc, self._w_slo, self._w_drop = float(w.accuracy), float(w.slo), float(w.drop)
         self._best = np.asarray(sc.cluster.best_accuracy, dtype=float)
         self._slot_accuracy = np.nan_to_num(np.asarray(sc.cluster.slot_accuracy, dtype=float), nan=0.0)
+        self._warmup = float(sc.warmup_s)
         B = bsim.num_envs
         self._phi = np.zeros(B)
         self._cands: list[list[int]] = [[] for _ in range(B)]
@@ -225,6 +234,8 @@ class BatchedRewardShaping:
         for j, b in enumerate(rows.tolist()):
             value = 0.0
             for t in self._running(b):
+                if float(S.ttimes[b, t, 0]) < self._warmup:
+                    continue
                 d = S.dtask[b].tolist().index(t)
                 deadline = float(S.ttimes[b, t, 1])
                 late = float(S.dbusy[b, d]) > deadline + 1e-12
@@ -238,16 +249,17 @@ class BatchedRewardShaping:
             if view is not None and n:
                 now = float(view.now[j])
                 est, deadline = view.est[j, :n], view.deadline[j, :n]  # est: inf on down devices
+                counted = S.ttimes[b, S.ids[b, :n], 0] >= self._warmup
                 if self.base == "env":
                     earliest = est.reshape(n, -1).min(axis=1)
-                    value -= self._w_drop * float(np.count_nonzero(now + earliest > deadline + 1e-12))
+                    value -= self._w_drop * float(np.count_nonzero((now + earliest > deadline + 1e-12) & counted))
                 else:
                     feasible = (now + est <= deadline[:, None, None] + 1e-12).any(axis=2)
                     if self.base == "effective_accuracy":
                         acc = self._slot_accuracy[view.caps[j, :n]]
-                        value += float(np.where(feasible, acc, 0.0).max(axis=1).sum())
+                        value += float(np.where(counted, np.where(feasible, acc, 0.0).max(axis=1), 0.0).sum())
                     else:
-                        value += float(feasible.any(axis=1).sum())
+                        value += float((feasible.any(axis=1) & counted).sum())
             out[j] = value
         return out
 
@@ -294,7 +306,7 @@ class BatchedRewardShaping:
                 running = self._running(b)
                 total = 0
                 for t in self._cands[b]:
-                    if t not in running and int(S.tstate[b, t]) == DONE:
+                    if t not in running and int(S.tstate[b, t]) == DONE and float(S.ttimes[b, t, 0]) >= self._warmup:
                         if float(S.tfin[b, t]) <= float(S.ttimes[b, t, 1]) + 1e-12:
                             total = total + (float(S.tacc[b, t]) if self.base == "effective_accuracy" else 1.0)
                         else:

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     a = p.parse_args(argv)
     sc = load_scenario(a.scenario)
-    env = gym.make("modelsched/Scheduling-v0", scenario=a.scenario, disable_env_checker=True)
+    env = gym.make("modelsched/Scheduling-v1", scenario=a.scenario, disable_env_checker=True)
     print(f"{a.scenario}: reference on {len(a.ref_seeds)} seeds, batched on {len(a.seeds)} seeds "
           f"(chunks of {a.batch_size})", flush=True)
     run_batched(sc, "fifo", "fifo", a.seeds[:2], facts=_NoFacts())  # compile the kernels first

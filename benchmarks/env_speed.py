@@ -9,8 +9,8 @@ env figure is divided by the mean of the two, so that a noisy shared machine hit
 the median of these ratios over the rounds is reported, with their range.
 
     python benchmarks/env_speed.py                 # every id, 5 rounds of 2 s
-    python benchmarks/env_speed.py --ids modelsched/ServingSmall-v0 --rounds 3 --seconds 1
-    python benchmarks/env_speed.py --profile modelsched/ServingSmall-v0   # where the time goes
+    python benchmarks/env_speed.py --ids modelsched/ServingSmall-v1 --rounds 3 --seconds 1
+    python benchmarks/env_speed.py --profile modelsched/ServingSmall-v1   # where the time goes
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 import envs  # noqa: E402
 
-FLOOR = {"modelsched/ServingSmall-v0": 0.15}
+FLOOR = {"modelsched/ServingSmall-v1": 0.15}
 CPU_TIME = False  # --cpu-time: measure process CPU time instead of wall time (busy machines)
 DEFAULT_FLOOR = 0.10
 

@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternations of the two settings")
     a = ap.parse_args()
     default_threads = torch.get_num_threads()
-    env = gym.make("modelsched/Scheduling-v0", scenario=a.scenario, disable_env_checker=True)
+    env = gym.make("modelsched/Scheduling-v1", scenario=a.scenario, disable_env_checker=True)
     if a.model:
         model = load_policy(a.model, None, device="cpu")
     else:

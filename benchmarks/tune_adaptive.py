@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         ap.error(f"seeds {bad} are evaluation seeds (1000..1009): tune on training seeds only")
     metric = load_scenario(args.scenario).primary_metric
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
-    env = gym.make("modelsched/Scheduling-v0", scenario=args.scenario, disable_env_checker=True)
+    env = gym.make("modelsched/Scheduling-v1", scenario=args.scenario, disable_env_checker=True)
     _ = envs
     results = []
     print(f"{args.scenario}: {metric} ({'higher' if sign > 0 else 'lower'} is better), seeds {args.seeds}")

@@ -1,8 +1,8 @@
 """modelsched environments.
 
-``import envs`` registers the Gymnasium ids: ``modelsched/Scheduling-v0`` (takes ``scenario=``:
+``import envs`` registers the Gymnasium ids: ``modelsched/Scheduling-v1`` (takes ``scenario=``:
 a built-in name, a YAML path or a dict) and one id per built-in scenario, named in CamelCase
-(``serving-small`` -> ``modelsched/ServingSmall-v0``). Registration uses string entry points, so
+(``serving-small`` -> ``modelsched/ServingSmall-v1``). Registration uses string entry points, so
 it imports nothing heavy (``import modelsched`` does the same). Each id's ``vector_entry_point``
 is the batched simulator's vector env, which ``gym.make_vec(id, num_envs=B)`` picks by default:
 masks from ``vec.unwrapped.action_masks()`` (B, n_actions), and ``vec.action_space.sample()``
@@ -25,13 +25,13 @@ def builtin_scenarios() -> list[str]:
 
 
 def env_id(scenario: str) -> str:
-    """``serving-small`` -> ``modelsched/ServingSmall-v0``."""
+    """``serving-small`` -> ``modelsched/ServingSmall-v1``."""
     camel = "".join(part[:1].upper() + part[1:] for part in scenario.replace("_", "-").split("-"))
-    return f"modelsched/{camel}-v0"
+    return f"modelsched/{camel}-v1"
 
 
 def registered_ids() -> list[str]:
-    return ["modelsched/Scheduling-v0"] + [env_id(s) for s in builtin_scenarios()]
+    return ["modelsched/Scheduling-v1"] + [env_id(s) for s in builtin_scenarios()]
 
 
 def _register() -> None:
@@ -40,8 +40,8 @@ def _register() -> None:
     except ImportError:  # the pure simulator core is usable without gymnasium
         return
     vec = "envs.vector:BatchedVectorEnv"
-    if "modelsched/Scheduling-v0" not in registry:
-        register(id="modelsched/Scheduling-v0", entry_point="envs.env:SchedulingEnv", vector_entry_point=vec)
+    if "modelsched/Scheduling-v1" not in registry:
+        register(id="modelsched/Scheduling-v1", entry_point="envs.env:SchedulingEnv", vector_entry_point=vec)
     for name in builtin_scenarios():
         eid = env_id(name)
         if eid not in registry:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import envs
 from envs.config import ConfigError
+from envs.scenarios.load import offered_load
 from envs.scenarios.loader import (
     _parse_device_type,
     _parse_variant,
@@ -75,7 +76,8 @@ def show(spec: str) -> str:
         out.append(f"description: {sc.description.strip()}")
     out.append(f"primary metric: {sc.primary_metric}; horizon: {_num(sc.horizon)} s; visible_tasks: "
                f"{sc.visible_tasks}; queue_capacity: {sc.queue_capacity}; drop_expired: {sc.drop_expired}; "
-               f"noise_cv: {sc.noise_cv:g}; failures: {sc.failures}")
+               f"noise_cv: {sc.noise_cv:g} (mean service-time factor {sc.cluster.service_factor:.3f}); "
+               f"failures: {sc.failures}; warmup_s: {sc.warmup_s:g}")
     out.append(f"action space: Discrete({sc.visible_tasks * cl.num_slots * cl.num_devices + 1}) "
                f"(K={sc.visible_tasks} x V={cl.num_slots} x D={cl.num_devices} + wait)")
     w = sc.reward
@@ -113,6 +115,14 @@ def show(spec: str) -> str:
             out.extend(f"    {k}: {x}" for k, x in value.items())
         elif key != "kind":
             out.append(f"  {key}: {value}")
+    try:
+        load = offered_load(sc)
+    except ValueError as e:  # (a capability no device can serve: refused elsewhere with its name)
+        out.append(f"offered load: not computed ({e})")
+    else:
+        out.append(f"offered load (work / capacity over {load['span_s']:.4g} s of arrivals, mean of 8 episodes, "
+                   f"service noise included): {load['median']:.1%} with the median-accuracy variants, "
+                   f"{load['fastest']:.1%} with the fastest, {load['most_accurate']:.1%} with the most accurate")
     return "\n".join(out)
 
 

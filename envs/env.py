@@ -129,6 +129,15 @@ class SchedulingEnv(gym.Env):
 
     ## Version History
 
+    * v1: ``noise_cv`` is the coefficient of variation of a task's execution time (v0 scaled
+      the noise so that the *exponent* had that standard deviation: at 0.5 the mean
+      execution time was 2.25x the profile and the CV 0.70); the synthetic workloads'
+      load calibration divides capacity by the mean noise factor (1.068 at 0.05), so
+      "80% load" is 80% with the noise; new scenario key ``warmup_s`` (tasks arriving before
+      it count in neither the reward nor the metrics); serving-small, serving-hetero,
+      faulty-cluster and pipelines run twice as many requests per episode after a warm-up
+      (1, 1, 1 and 5 s), so that the start-up transient (no model loaded) no longer decides
+      their rankings. Results of v0 and v1 are not comparable.
     * v0: initial release.
     """
 
@@ -153,7 +162,8 @@ class SchedulingEnv(gym.Env):
         cl = sc.cluster
         self.sim = Simulator(cl, sc.workload, visible_tasks=sc.visible_tasks,
                              queue_capacity=sc.queue_capacity, drop_expired=sc.drop_expired,
-                             noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures)
+                             noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures,
+                             warmup=sc.warmup_s)
         self.K, self.V, self.D = sc.visible_tasks, cl.num_slots, cl.num_devices
         C, T, M = cl.num_caps, cl.num_types, cl.num_variants
         self.n_actions = self.K * self.V * self.D + 1

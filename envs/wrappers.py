@@ -35,7 +35,7 @@ class FlattenScheduling(gym.ObservationWrapper):
     ``devices`` (D x device features), ``estimates`` (K x V x D) and ``global`` (5), each
     flattened in C order and concatenated in that order (:data:`FLAT_ORDER`). ``slices[key]``
     gives each array's range in the flat vector; ``unflatten(x)`` gives the Dict back.
-    ``FlattenScheduling(gym.make("modelsched/ServingSmall-v0"))``.
+    ``FlattenScheduling(gym.make("modelsched/ServingSmall-v1"))``.
     """
 
     def __init__(self, env: gym.Env):

@@ -4,7 +4,7 @@ Importing it registers the Gymnasium ids (as ``import envs`` does) and imports n
 SB3::
 
     import modelsched
-    env = modelsched.make("modelsched/ServingSmall-v0")      # = gymnasium.make
+    env = modelsched.make("modelsched/ServingSmall-v1")      # = gymnasium.make
     modelsched.registered_ids(), modelsched.builtin_scenarios(), modelsched.env_id("serving-small")
 
 The code lives in the ``envs`` (environment), ``agents`` (SB3 training) and ``baselines``

@@ -56,11 +56,12 @@ def request(arrival, capability="cls", size=1.0, slo=1.0, min_accuracy=0.0, prio
 
 
 def make_scenario(cluster: Cluster, jobs, *, K=4, reward=None, horizon=math.inf, noise_cv=0.0,
-                  drop_expired=False, queue_capacity=1024, primary_metric="effective_accuracy") -> Scenario:
+                  drop_expired=False, queue_capacity=1024, primary_metric="effective_accuracy",
+                  warmup_s=0.0) -> Scenario:
     return Scenario(name="test", cluster=cluster, workload=ListWorkload(jobs), primary_metric=primary_metric,
                     reward=reward or RewardWeights(latency=1.0, slo=1.0, drop=1.0, accuracy=1.0, utilization=0.0),
                     visible_tasks=K, queue_capacity=queue_capacity, drop_expired=drop_expired,
-                    noise_cv=noise_cv, horizon=horizon)
+                    noise_cv=noise_cv, horizon=horizon, warmup_s=warmup_s)
 
 
 def golden_cluster(n_gpus=1, mtbf=math.inf, mttr=0.0) -> Cluster:
@@ -81,6 +82,7 @@ def short_serving_small(folder: Path, name: str, num_jobs: int) -> str:
     raw = yaml.safe_load((Path(envs.__file__).parent / "scenarios" / "serving-small.yaml").read_text())
     raw["name"] = name
     raw["workload"]["num_jobs"] = num_jobs
+    raw["warmup_s"] = 0.0  # (a few dozen requests arrive within the built-in warm-up: none would count)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)

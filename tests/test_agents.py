@@ -167,15 +167,16 @@ def test_same_seed_trains_to_same_actions(tmp_path, tiny_scenario):
 
 
 # ---------------------------------------------------------------- training rewards and warm start
-@pytest.mark.parametrize("gamma", [1.0, 0.99])
-def test_effective_accuracy_reward_sums_to_the_metric(gamma, tiny_scenario):
+@pytest.mark.parametrize("gamma,warmup", [(1.0, 0.0), (0.99, 0.0), (1.0, 0.2)])
+def test_effective_accuracy_reward_sums_to_the_metric(gamma, warmup, tiny_scenario):
     """The training reward pays on-time accuracy: with gamma = 1 the potential telescopes and the
     episode's reward is exactly effective_accuracy * arrived; with gamma < 1 it differs only by
-    the discounting of the potential."""
+    the discounting of the potential. With a warm-up (about half of the 40 requests), both
+    sides count only the tasks arriving after it."""
     import baselines
 
     shaping = {"base": "effective_accuracy", "potential": True, "gamma": gamma, "scale": 0.5}
-    env = make_env(tiny_scenario, shaping=shaping)
+    env = make_env(tiny_scenario, env_kwargs={"warmup_s": warmup}, shaping=shaping)
     for name in ("mct", "random"):
         obs, _ = env.reset(seed=11)
         policy = baselines.make(name, env, seed=11)
@@ -188,6 +189,8 @@ def test_effective_accuracy_reward_sums_to_the_metric(gamma, tiny_scenario):
             done = te or tr
         m = info["metrics"]
         target = 0.5 * m["effective_accuracy"] * m["arrived"]
+        if warmup:
+            assert 5 <= m["arrived"] <= 35 and m["arrived"] < len(env.unwrapped.sim.tasks)
         if gamma == 1.0:
             assert total == pytest.approx(target, rel=1e-9, abs=1e-9)
         else:

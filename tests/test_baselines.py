@@ -15,7 +15,7 @@ import envs  # noqa: F401  (registers the ids)
 from baselines import PolicyError, load_policy, make, names, run_episode
 from envs.env import SchedulingEnv
 from envs.sim.cluster import Cluster, DeviceSpec
-from envs.sim.model import DeviceType, LatencyProfile, ModelVariant
+from envs.sim.model import DONE, DeviceType, LatencyProfile, ModelVariant
 from tests.conftest import golden_cluster, make_scenario, request
 
 EXPECTED = ["random", "fifo", "round-robin", "least-loaded", "sjf", "edf", "priority-greedy", "mct",
@@ -32,7 +32,7 @@ def decode(env, a):
 
 def test_registry_names_and_errors():
     assert names() == EXPECTED
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True)
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True)
     for n in names():
         p = make(n, env, seed=1)
         assert isinstance(p, baselines.Policy) and p.name == n
@@ -90,7 +90,7 @@ def scenarios(draw):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios(), seed=st.integers(0, 2**16))
 def test_every_baseline_picks_only_valid_actions(scenario, seed):
-    env = gym.make("modelsched/Scheduling-v0", scenario=scenario, disable_env_checker=True)
+    env = gym.make("modelsched/Scheduling-v1", scenario=scenario, disable_env_checker=True)
     base = env.unwrapped
     for name in names():
         policy = make(name, env, seed=seed, **({"population": 8, "generations": 3} if name == "genetic" else {}))
@@ -113,14 +113,19 @@ def test_every_baseline_picks_only_valid_actions(scenario, seed):
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_full_episode_on_serving_small(name):
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True)
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True)
     res = run_episode(env, load_policy(name, env, seed=0), seed=7)
     assert res["terminated"] and not res["truncated"]
     acc = res["accounting"]
     assert acc["queued"] == acc["running"] == 0
-    assert acc["arrived"] == acc["completed"] + acc["dropped"] == 600
+    n_jobs = env.unwrapped.scenario.raw["workload"]["num_jobs"]
+    assert acc["arrived"] == acc["completed"] + acc["dropped"] == n_jobs
+    # The metrics cover the requests arriving after the warm-up, every one of them.
+    sim = env.unwrapped.sim
+    counted = [t for t in sim.tasks if t.arrival >= sim.warmup]
+    assert 0 < len(counted) < n_jobs
     m = res["metrics"]
-    assert m["arrived"] == 600 and m["completed"] == acc["completed"]
+    assert m["arrived"] == len(counted) and m["completed"] == sum(t.state == DONE for t in counted)
     for key in ("effective_accuracy", "slo_attainment", "utilization", "mean_accuracy", "mean_latency"):
         assert math.isfinite(m[key])
     assert 0.0 <= m["effective_accuracy"] <= res["ideal_bound"]["effective_accuracy"] + 1e-9
@@ -130,15 +135,15 @@ def test_full_episode_on_serving_small(name):
 
 
 def test_strong_rules_beat_random_and_adaptive_beats_mct_on_training_seeds():
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True)
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True)
     eff = {n: np.mean([run_episode(env, make(n, env), s)["metrics"]["effective_accuracy"] for s in (0, 1)])
            for n in ("random", "fifo", "mct", "adaptive")}
     assert eff["random"] < eff["fifo"] < eff["mct"] < eff["adaptive"]
 
 
 def test_seeded_policies_are_reproducible():
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True,
-                   workload_overrides={"num_jobs": 80})
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True,
+                   workload_overrides={"num_jobs": 80}, warmup_s=0.0)
     for name in ("random", "genetic"):
         a = run_episode(env, make(name, env), 3)
         b = run_episode(env, make(name, env), 3)
@@ -219,8 +224,8 @@ def test_load_policy_detects_sb3_algorithms_and_rolls_out(tmp_path):
     from sb3_contrib import MaskablePPO
     from stable_baselines3 import PPO
 
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True,
-                   workload_overrides={"num_jobs": 30})
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True,
+                   workload_overrides={"num_jobs": 30}, warmup_s=0.0)
     MaskablePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, device="cpu", seed=0).save(tmp_path / "mppo.zip")
     (tmp_path / "plain").mkdir()
     PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, device="cpu", seed=0).save(tmp_path / "plain" / "ppo.zip")

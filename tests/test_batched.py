@@ -109,7 +109,7 @@ def test_every_id_heuristic_actions_bit_identical(env_id, policy):
 
 
 def test_autoresets_over_many_short_episodes():
-    sc = load_scenario("serving-small", workload_overrides={"num_jobs": 12})
+    sc = load_scenario("serving-small", workload_overrides={"num_jobs": 12}, warmup_s=0.0)
     seen = drive(sc, B=4, steps=400, seed=0)
     assert seen["episodes"] >= 20
 
@@ -123,6 +123,9 @@ OVERRIDES = {
     "DAG drops with a small queue": ("pipelines", {"queue_capacity": 8}),
     "gangs with a horizon": ("training-cluster", {"horizon": 20000.0}),
     "K = 2": ("serving-hetero", {"visible_tasks": 2}),
+    "warm-up": ("serving-small", {"warmup_s": 1.0}),
+    "warm-up with failures": ("faulty-cluster", {"warmup_s": 2.0}),
+    "warm-up with DAGs and a horizon": ("pipelines", {"warmup_s": 3.0, "horizon": 20.0}),
 }
 
 
@@ -233,10 +236,10 @@ def test_a_device_that_is_not_there_is_refused():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     with pytest.raises(ValueError, match="CUDA is not available"):
-        gym.make_vec("modelsched/ServingSmall-v0", num_envs=2, vectorization_mode="vector_entry_point",
+        gym.make_vec("modelsched/ServingSmall-v1", num_envs=2, vectorization_mode="vector_entry_point",
                      device="cuda")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
-        gym.make_vec("modelsched/ServingSmall-v0", num_envs=2, vectorization_mode="vector_entry_point",
+        gym.make_vec("modelsched/ServingSmall-v1", num_envs=2, vectorization_mode="vector_entry_point",
                      device="tpu")
 
 
@@ -272,9 +275,9 @@ def _compare_infos(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
-@pytest.mark.parametrize("env_id", ["modelsched/ServingSmall-v0", "modelsched/Pipelines-v0"])
+@pytest.mark.parametrize("env_id", ["modelsched/ServingSmall-v1", "modelsched/Pipelines-v1"])
 def test_make_vec_equals_sync_vector_env_of_the_reference(env_id, mode):
-    kw = {"workload_overrides": {"num_jobs": 40}}
+    kw = {"workload_overrides": {"num_jobs": 40}, "warmup_s": 0.0}
     v = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point", autoreset_mode=mode, **kw)
     s = gym.make_vec(env_id, num_envs=3, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **kw)
     assert v.metadata["autoreset_mode"] == mode
@@ -309,7 +312,7 @@ def test_sb3_vec_env_equals_dummy_vec_env_of_monitored_reference_envs():
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agents.batched_vec import BatchedVecEnv
-    over = {"workload_overrides": {"num_jobs": 30}}
+    over = {"workload_overrides": {"num_jobs": 30}, "warmup_s": 0.0}
     bv = BatchedVecEnv("serving-hetero", n_envs=3, **over)
     dv = DummyVecEnv([lambda: Monitor(SchedulingEnv("serving-hetero", **over)) for _ in range(3)])
     bv.seed(7)
@@ -337,13 +340,20 @@ def test_sb3_vec_env_equals_dummy_vec_env_of_monitored_reference_envs():
     assert ends >= 3
 
 
-@pytest.mark.parametrize("scenario, shaping", [
-    ("serving-small", {"base": "effective_accuracy", "potential": "queue", "scale": 0.1}),  # the demo's
-    ("faulty-cluster", {"base": "env", "potential": "running", "term_scale": {"latency": 0.5}}),
-    ("training-cluster", {"base": "slo_attainment", "potential": "queue"}),
-    ("serving-hetero", {"base": "env", "potential": "none", "term_scale": {"slo": 2.0}}),
+SHORT = {"workload_overrides": {"num_jobs": 25}, "warmup_s": 0.0}
+
+
+@pytest.mark.parametrize("scenario, shaping, over", [
+    ("serving-small", {"base": "effective_accuracy", "potential": "queue", "scale": 0.1}, SHORT),  # the demo's
+    ("faulty-cluster", {"base": "env", "potential": "running", "term_scale": {"latency": 0.5}}, SHORT),
+    ("training-cluster", {"base": "slo_attainment", "potential": "queue"}, SHORT),
+    ("serving-hetero", {"base": "env", "potential": "none", "term_scale": {"slo": 2.0}}, SHORT),
+    # Warm-up tasks (the first 0.4 s of ~1 s) pay nothing and count in no potential, in both.
+    ("serving-small", {"base": "effective_accuracy", "potential": "queue"},
+     {"workload_overrides": {"num_jobs": 100}, "warmup_s": 0.4}),
+    ("serving-small", {"base": "env", "potential": "running"}, {"workload_overrides": {"num_jobs": 100}, "warmup_s": 0.4}),
 ])
-def test_batched_reward_shaping_equals_the_reference_wrapper(scenario, shaping):
+def test_batched_reward_shaping_equals_the_reference_wrapper(scenario, shaping, over):
     """BatchedVecEnv(shaping=...) against DummyVecEnv of RewardShaping(Monitor(SchedulingEnv)):
     the same float32 training rewards at every step, across autoresets; episode infos keep the
     env's own return."""
@@ -353,7 +363,6 @@ def test_batched_reward_shaping_equals_the_reference_wrapper(scenario, shaping):
     from agents.batched_vec import BatchedVecEnv
     from agents.shaping import RewardShaping
 
-    over = {"workload_overrides": {"num_jobs": 25}}
     kw = {"gamma": 0.97, **shaping}
     bv = BatchedVecEnv(scenario, n_envs=3, shaping=kw, **over)
     dv = DummyVecEnv([lambda: RewardShaping(Monitor(SchedulingEnv(scenario, **over)), **kw) for _ in range(3)])
@@ -380,7 +389,7 @@ def test_maskable_ppo_trains_unchanged_on_the_batched_vec_env():
     from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 
     from agents.batched_vec import BatchedVecEnv
-    env = BatchedVecEnv("serving-small", n_envs=8, seed=0, workload_overrides={"num_jobs": 40})
+    env = BatchedVecEnv("serving-small", n_envs=8, seed=0, workload_overrides={"num_jobs": 40}, warmup_s=0.0)
     env.reset()
     assert is_masking_supported(env) and get_action_masks(env).shape == (8, env.action_space.n)
     model = MaskablePPO("MultiInputPolicy", env, n_steps=32, batch_size=128, n_epochs=1, seed=0, device="cpu")

@@ -20,7 +20,7 @@ from envs.batched import BatchedSimulator
 from envs.env import SchedulingEnv
 from envs.scenarios.loader import load_scenario
 
-#: One id per built-in scenario (Scheduling-v0 is serving-small, already covered).
+#: One id per built-in scenario (Scheduling-v1 is serving-small, already covered).
 SCENARIOS = sorted({gym.spec(i).kwargs.get("scenario", "serving-small") for i in envs.registered_ids()})
 
 

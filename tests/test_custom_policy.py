@@ -21,7 +21,7 @@ from baselines.evaluation import build_parser, evaluate
 from baselines.rollout import is_custom_spec, load_policy, policy_labels
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"workload_overrides": {"num_jobs": 40}}
+SMALL = {"workload_overrides": {"num_jobs": 40}, "warmup_s": 0.0}
 
 FIRST_VALID = textwrap.dedent("""
     import numpy as np
@@ -66,7 +66,7 @@ def policy_module(tmp_path, monkeypatch):
 
 
 def test_run_episode_passes_masks_to_any_predict_that_takes_them(policy_module):
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True, **SMALL)
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True, **SMALL)
     policy = load_policy("mine:FirstValid", env)
     res = run_episode(env, policy, 5)
     assert policy.calls == res["steps"] > 0 and policy.masks_seen == policy.calls
@@ -74,7 +74,7 @@ def test_run_episode_passes_masks_to_any_predict_that_takes_them(policy_module):
 
 
 def test_a_predict_without_masks_gets_none_and_invalid_actions_are_named(policy_module):
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True, **SMALL)
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True, **SMALL)
     waiter = load_policy("mine:Waiter", env)  # built with no argument
     with pytest.raises(ValueError, match="action"):
         run_episode(env, waiter, 5)
@@ -83,7 +83,7 @@ def test_a_predict_without_masks_gets_none_and_invalid_actions_are_named(policy_
 def test_custom_specs_and_their_errors(policy_module):
     assert is_custom_spec("mine:FirstValid") and is_custom_spec("mine.py:FirstValid")
     assert not is_custom_spec("fifo") and not is_custom_spec("runs/model.zip")
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True, **SMALL)
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True, **SMALL)
     assert type(load_policy(str(policy_module / "mine.py") + ":FirstValid", env)).__name__ == "FirstValid"
     with pytest.raises(PolicyError, match="cannot import module 'nosuchmodule'"):
         load_policy("nosuchmodule:X", env)
@@ -146,7 +146,7 @@ def test_entry_point_plugins_are_found_by_name(tmp_path):
         from baselines.rollout import load_policy, plugin_policies, is_custom_spec, policy_label
         assert plugin_policies() == {"first-valid": "plugpol:FirstValid"}, plugin_policies()
         assert is_custom_spec("first-valid") and policy_label("first-valid") == "first-valid"
-        env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True)
+        env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True)
         print(type(load_policy("first-valid", env)).__name__)
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -195,7 +195,7 @@ def test_predict_signature_detection():
         def predict(self, obs, state=None, episode_start=None, deterministic=True):
             return 0, None
 
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True)
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True)
     env.reset(seed=0)
     assert accepts_masks(A()) and accepts_masks(B()) and not accepts_masks(C())
     assert accepts_masks(baselines.make("fifo", env))
@@ -207,7 +207,7 @@ def test_models_are_checked_before_any_episode_runs(tmp_path):
     one-line errors (exit 2) before any episode, and no output folder."""
     from sb3_contrib import MaskablePPO
 
-    env = gym.make("modelsched/ServingSmall-v0")
+    env = gym.make("modelsched/ServingSmall-v1")
     model = MaskablePPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
     path = tmp_path / "small.zip"
     model.save(path)

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = Path(os.environ.get("MODELSCHED_README", ROOT / "README.md"))
 MARKER, END = "<!-- tested: sb3-examples -->", "<!-- end tested: sb3-examples -->"
 TINY = 256
-SMALL = {"workload_overrides": {"num_jobs": 40}}
+SMALL = {"workload_overrides": {"num_jobs": 40}, "warmup_s": 0.0}
 
 
 # ------------------------------------------------------------------ README examples
@@ -76,7 +76,7 @@ def test_readme_sb3_example_runs(i):
 
 # ------------------------------------------------------------------ flat observations
 def test_flatten_scheduling_layout_bounds_and_masks():
-    base = gym.make("modelsched/ServingHetero-v0", **SMALL)
+    base = gym.make("modelsched/ServingHetero-v1", **SMALL)
     env = FlattenScheduling(base)
     space = env.observation_space
     assert isinstance(space, gym.spaces.Box) and space.dtype == np.float32 and len(space.shape) == 1
@@ -110,10 +110,10 @@ def test_flattened_env_passes_the_checkers_and_trains_mlp_ppo():
 
     gym_check_env(FlattenScheduling(SchedulingEnv("serving-small", **SMALL)))
     sb3_check_env(FlattenScheduling(SchedulingEnv("serving-small", **SMALL)))
-    vec = DummyVecEnv([lambda: FlattenScheduling(gym.make("modelsched/ServingSmall-v0", **SMALL))] * 2)
+    vec = DummyVecEnv([lambda: FlattenScheduling(gym.make("modelsched/ServingSmall-v1", **SMALL))] * 2)
     vec.reset()
     assert get_action_masks(vec).shape == (2, vec.action_space.n)  # masks reach MaskablePPO too
-    env = FlattenScheduling(gym.make("modelsched/ServingSmall-v0", invalid_action="penalize", **SMALL))
+    env = FlattenScheduling(gym.make("modelsched/ServingSmall-v1", invalid_action="penalize", **SMALL))
     model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(TINY)
     assert model.num_timesteps >= TINY
@@ -145,7 +145,7 @@ def test_wrappers_refuse_other_observations():
 
 # ------------------------------------------------------------------ vector envs
 def test_make_vec_default_is_the_batched_env_and_samples_valid_actions():
-    vec = gym.make_vec("modelsched/ServingSmall-v0", num_envs=4, **SMALL)
+    vec = gym.make_vec("modelsched/ServingSmall-v1", num_envs=4, **SMALL)
     assert isinstance(vec.unwrapped, BatchedVectorEnv)
     vec.action_space.sample()  # before reset: unmasked, but no error
     vec.reset(seed=0)
@@ -166,8 +166,8 @@ def test_make_vec_default_is_the_batched_env_and_samples_valid_actions():
 
 
 def test_sync_vector_env_masks_through_call_and_sampling_with_them():
-    sync = gym.make_vec("modelsched/ServingSmall-v0", num_envs=3, vectorization_mode="sync", **SMALL)
-    batched = gym.make_vec("modelsched/ServingSmall-v0", num_envs=3, **SMALL)
+    sync = gym.make_vec("modelsched/ServingSmall-v1", num_envs=3, vectorization_mode="sync", **SMALL)
+    batched = gym.make_vec("modelsched/ServingSmall-v1", num_envs=3, **SMALL)
     sync.reset(seed=4)
     batched.reset(seed=4)
     for _ in range(100):
@@ -196,7 +196,7 @@ def _run(env, steps, seed=0):
 def test_time_limit_truncation_carries_the_metrics(how):
     N = 30
     if how == "make":
-        env = gym.make("modelsched/ServingSmall-v0", max_episode_steps=N)
+        env = gym.make("modelsched/ServingSmall-v1", max_episode_steps=N)
     elif how == "wrapper":
         env = TimeLimit(SchedulingEnv(), N)
     else:  # the tighter of two limits, under other wrappers
@@ -208,23 +208,24 @@ def test_time_limit_truncation_carries_the_metrics(how):
         term, trunc, info = infos[-1]
         assert trunc and not term
         assert info["metrics"] == env.unwrapped.episode_metrics()
-        assert info["metrics"]["arrived"] == info["accounting"]["arrived"]
+        sim = env.unwrapped.sim
+        assert info["metrics"]["arrived"] == sum(sim._ttimes[t, 0] >= sim.warmup for t in sim._arrived)
 
 
 def test_no_time_limit_no_metrics_before_the_end():
-    env = gym.make("modelsched/ServingSmall-v0", **SMALL)
+    env = gym.make("modelsched/ServingSmall-v1", **SMALL)
     infos = _run(env, 100_000)
     assert not any("metrics" in i for _, _, i in infos[:-1])
     term, trunc, info = infos[-1]
     assert (term or trunc) and "metrics" in info
     assert env.unwrapped._step_limit is None
     # a limit longer than the episode changes nothing
-    long = _run(gym.make("modelsched/ServingSmall-v0", max_episode_steps=len(infos) + 5, **SMALL), 100_000)
+    long = _run(gym.make("modelsched/ServingSmall-v1", max_episode_steps=len(infos) + 5, **SMALL), 100_000)
     assert len(long) == len(infos) and long[-1][0] == term and long[-1][2]["metrics"] == info["metrics"]
 
 
 def test_sync_vector_env_with_a_step_limit_has_metrics_at_truncation():
-    sync = gym.make_vec("modelsched/ServingSmall-v0", num_envs=2, vectorization_mode="sync",
+    sync = gym.make_vec("modelsched/ServingSmall-v1", num_envs=2, vectorization_mode="sync",
                         max_episode_steps=20)
     sync.reset(seed=0)
     for t in range(20):
@@ -237,7 +238,7 @@ def test_sync_vector_env_with_a_step_limit_has_metrics_at_truncation():
 
 def test_batched_vector_env_refuses_a_step_limit_by_name():
     with pytest.raises(ValueError, match="max_episode_steps"):
-        gym.make_vec("modelsched/ServingSmall-v0", num_envs=2, max_episode_steps=10)
+        gym.make_vec("modelsched/ServingSmall-v1", num_envs=2, max_episode_steps=10)
     with pytest.raises(ValueError, match="max_episode_steps"):
         BatchedVectorEnv("serving-small", 2, max_episode_steps=10)
 
@@ -256,7 +257,7 @@ def test_import_modelsched_registers_the_ids_without_torch_or_sb3():
     code = ("import sys, modelsched, gymnasium as gym\n"
             "assert modelsched.make is gym.make\n"
             "assert all(i in gym.registry for i in modelsched.registered_ids())\n"
-            "assert modelsched.env_id('serving-small') == 'modelsched/ServingSmall-v0'\n"
+            "assert modelsched.env_id('serving-small') == 'modelsched/ServingSmall-v1'\n"
             "assert 'serving-small' in modelsched.builtin_scenarios()\n"
             "import modelsched.zoo\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'stable_baselines3', 'sb3_contrib', 'rl_zoo3')]\n"
@@ -269,7 +270,7 @@ def test_import_modelsched_registers_the_ids_without_torch_or_sb3():
 def test_modelsched_ids_are_the_envs_ids():
     import modelsched
     assert modelsched.registered_ids() == envs.registered_ids()
-    env = modelsched.make("modelsched/Pipelines-v0")
+    env = modelsched.make("modelsched/Pipelines-v1")
     assert isinstance(env.unwrapped, SchedulingEnv)
 
 
@@ -282,7 +283,7 @@ def test_zoo_arguments_default_to_our_package_and_hyperparameters():
         hp = yaml.safe_load(hyperparams_file(algo).read_text())["default"]
         assert hp["policy"] == "MultiInputPolicy"
         assert hp.get("env_kwargs", {}).get("invalid_action") == (None if algo == "ppo_mask" else "penalize")
-    args = zoo_argv("train", ["--algo", "ppo_mask", "--env", "modelsched/ServingSmall-v0"])
+    args = zoo_argv("train", ["--algo", "ppo_mask", "--env", "modelsched/ServingSmall-v1"])
     assert args[-4:] == ["--gym-packages", "modelsched", "--conf-file", str(hyperparams_file("ppo_mask"))]
     assert zoo_argv("train", ["--algo", "a2c", "--conf-file", "x.yml", "--gym-packages", "envs"]) == \
         ["--algo", "a2c", "--conf-file", "x.yml", "--gym-packages", "envs"]
@@ -294,20 +295,20 @@ def test_zoo_arguments_default_to_our_package_and_hyperparameters():
 def test_zoo_trains_maskable_ppo_with_exact_masks_evaluates_and_enjoys(tmp_path):
     pytest.importorskip("rl_zoo3", reason="rl_zoo3 is not installed (the optional extra modelsched[zoo])")
     small = "workload_overrides:dict(num_jobs=30)"
-    common = ["--algo", "ppo_mask", "--env", "modelsched/ServingSmall-v0", "-f", str(tmp_path),
+    common = ["--algo", "ppo_mask", "--env", "modelsched/ServingSmall-v1", "-f", str(tmp_path),
               "--num-threads", "1", "--seed", "0"]
     train = [sys.executable, "-m", "modelsched.zoo", "train", *common, "-n", "512", "--eval-freq", "256",
              "--eval-episodes", "1", "--env-kwargs", small, "-params", "n_envs:2", "n_steps:128", "batch_size:128"]
     out = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    run = tmp_path / "ppo_mask" / "modelsched-ServingSmall-v0_1"
+    run = tmp_path / "ppo_mask" / "modelsched-ServingSmall-v1_1"
     # trained with invalid_action="raise": one unmasked action would have stopped it
-    assert (run / "modelsched-ServingSmall-v0.zip").is_file()
-    assert "invalid_action" not in (run / "modelsched-ServingSmall-v0" / "config.yml").read_text()
+    assert (run / "modelsched-ServingSmall-v1.zip").is_file()
+    assert "invalid_action" not in (run / "modelsched-ServingSmall-v1" / "config.yml").read_text()
     evaluations = np.load(run / "evaluations.npz")  # the masked evaluation during training
     assert len(evaluations["timesteps"]) >= 1
     from sb3_contrib import MaskablePPO
-    assert MaskablePPO.load(run / "modelsched-ServingSmall-v0.zip", device="cpu").num_timesteps >= 512
+    assert MaskablePPO.load(run / "modelsched-ServingSmall-v1.zip", device="cpu").num_timesteps >= 512
     enjoy = [sys.executable, "-m", "modelsched.zoo", "enjoy", *common, "-n", "300", "--env-kwargs", small]
     out = subprocess.run(enjoy, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -52,8 +52,8 @@ def assert_same(a, b):
 
 
 def test_every_builtin_scenario_is_registered():
-    assert "modelsched/Scheduling-v0" in IDS
-    assert "modelsched/ServingSmall-v0" in IDS and "modelsched/ServingHetero-v0" in IDS
+    assert "modelsched/Scheduling-v1" in IDS
+    assert "modelsched/ServingSmall-v1" in IDS and "modelsched/ServingHetero-v1" in IDS
     for name in envs.builtin_scenarios():
         assert envs.env_id(name) in gym.registry
 
@@ -178,7 +178,7 @@ def test_accounting_every_step_and_metrics_at_end(env_id):
 
 @pytest.mark.parametrize("mode", ["ansi", "rgb_array"])
 def test_render_modes(mode):
-    env = make("modelsched/ServingSmall-v0", render_mode=mode)
+    env = make("modelsched/ServingSmall-v1", render_mode=mode)
     random_valid_rollout(env, seed=0, steps=30)
     out = env.render()
     if mode == "ansi":
@@ -189,7 +189,7 @@ def test_render_modes(mode):
 
 
 def test_step_after_episode_end_raises():
-    env = make("modelsched/ServingSmall-v0", workload_overrides={"num_jobs": 3})
+    env = make("modelsched/ServingSmall-v1", workload_overrides={"num_jobs": 3}, warmup_s=0.0)
     env.reset(seed=0)
     done = False
     while not done:

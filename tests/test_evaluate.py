@@ -28,7 +28,7 @@ REQUIRED = ("mean_latency", "p99_latency", "slo_attainment", "utilization", "mea
 
 # ---------------------------------------------------------------------- common random numbers
 def test_same_seed_same_workload_for_every_policy():
-    env = gym.make("modelsched/ServingSmall-v0", disable_env_checker=True, workload_overrides={"num_jobs": 60})
+    env = gym.make("modelsched/ServingSmall-v1", disable_env_checker=True, workload_overrides={"num_jobs": 60}, warmup_s=0.0)
     arrivals, digests = [], []
     for name in ("fifo", "random", "mct"):
         res = run_episode(env, make(name, env), 11)
@@ -101,10 +101,41 @@ def test_bootstrap_ci_on_known_samples():
     assert bootstrap_ci([2.5]) == (2.5, 2.5)
     assert all(math.isnan(x) for x in bootstrap_ci([math.nan]))
     x = np.random.default_rng(0).normal(10.0, 2.0, size=400)
-    lo, hi = bootstrap_ci(x)
+    lo, hi = bootstrap_ci(x, method="percentile")
     half = 1.96 * x.std(ddof=1) / math.sqrt(x.size)
     assert lo == pytest.approx(x.mean() - half, abs=0.04) and hi == pytest.approx(x.mean() + half, abs=0.04)
     assert bootstrap_ci(x) == bootstrap_ci(x)  # seeded
+
+
+def test_t_interval_iqm_and_probability_of_improvement_by_hand():
+    from baselines.stats import iqm, mean_ci, t_interval, t_quantile
+
+    # Student-t quantiles (tables): 12.706, 2.776, 2.262, 2.045, 1.984 at df 1, 4, 9, 29, 99.
+    for df, q in [(1, 12.706), (4, 2.776), (9, 2.262), (29, 2.045), (99, 1.984), (5000, 1.9604)]:
+        assert t_quantile(0.95, df) == pytest.approx(q, abs=5e-4)
+    # [1, 2, 3, 4, 5]: mean 3, sd sqrt(2.5), half-width 2.776 x sqrt(2.5 / 5).
+    lo, hi = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = t_quantile(0.95, 4) * math.sqrt(0.5)
+    assert (lo, hi) == pytest.approx((3.0 - half, 3.0 + half), rel=1e-12)
+    assert t_interval([2.0]) == (2.0, 2.0) and t_interval([1.0, 1.0]) == (1.0, 1.0)
+    assert mean_ci([1.0, 2.0, 3.0, 4.0, 5.0]) == (lo, hi)  # the default is the t interval
+    # IQM of 1..8: the middle half is 3, 4, 5, 6.
+    assert iqm([8, 1, 7, 2, 6, 3, 5, 4]) == pytest.approx(4.5)
+    assert iqm([0.0, 0.0, 0.0, 10.0]) == pytest.approx(0.0)  # one outlier does not move it
+    assert iqm([1.0, 2.0, 3.0]) == pytest.approx(2.0)
+    d = paired_difference([1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 4.0, 3.0])
+    assert d["prob_improvement"]["mean"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    lo_p, hi_p = d["prob_improvement"]["ci95"]
+    assert 0.0 <= lo_p <= 0.625 <= hi_p <= 1.0
+    # BCa on a symmetric sample is close to the percentile interval; on a skewed one it shifts
+    # towards the long tail.
+    x = np.random.default_rng(1).normal(0.0, 1.0, size=200)
+    assert bootstrap_ci(x, method="bca") == pytest.approx(bootstrap_ci(x, method="percentile"), abs=0.02)
+    y = np.random.default_rng(2).lognormal(0.0, 1.0, size=40)
+    pb, bc = bootstrap_ci(y, method="percentile"), bootstrap_ci(y, method="bca")
+    assert bc[0] > pb[0] and bc[1] > pb[1]
+    with pytest.raises(ValueError, match="method"):
+        bootstrap_ci(x, method="nope")
 
 
 def test_summaries_skip_nan_seeds_and_pair_by_seed():
@@ -228,7 +259,7 @@ def test_a_policy_with_no_batched_form_runs_on_the_reference_with_a_notice(tmp_p
 def test_batched_backend_evaluates_a_trained_model_like_the_reference(tmp_path):
     from sb3_contrib import MaskablePPO
 
-    env = gym.make("modelsched/ServingSmall-v0")
+    env = gym.make("modelsched/ServingSmall-v1")
     model = MaskablePPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(64)
     path = tmp_path / "tiny.zip"

@@ -76,7 +76,7 @@ def test_the_journal_round_trips_a_result_exactly(tmp_path, COMMON):
     import envs  # noqa: F401
     from baselines import make, run_episode
 
-    env = gym.make("modelsched/Scheduling-v0", scenario=COMMON[1], disable_env_checker=True)
+    env = gym.make("modelsched/Scheduling-v1", scenario=COMMON[1], disable_env_checker=True)
     res = run_episode(env, make("mct", env), 3)
     res["kind"] = "heuristic"
     j = Journal(tmp_path / "j")

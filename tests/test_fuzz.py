@@ -5,7 +5,7 @@ mixes of valid and invalid actions, and random (often malformed) trace files, al
 one fixed root seed (``ROOT_SEED``; ``FUZZ_SEED=<int>`` in the environment explores other
 seeds, ``FUZZ_BUDGET_S`` changes the time budget). The contract checked:
 
-* ``gym.make("modelsched/Scheduling-v0", scenario=d, ...)`` either succeeds or raises
+* ``gym.make("modelsched/Scheduling-v1", scenario=d, ...)`` either succeeds or raises
   :class:`envs.config.ConfigError` / ``ValueError`` (a :class:`envs.config.ScenarioWarning`
   may be emitted); any other exception, or any other warning, is a failure reported with the
   case index and the perturbations that caused it;
@@ -39,6 +39,7 @@ import pytest
 import envs
 from envs.config import ConfigError, ScenarioWarning
 from envs.scenarios.loader import library, read_scenario_dict
+from envs.sim.model import DONE, DROPPED
 
 ROOT_SEED = int(os.environ.get("FUZZ_SEED", "15007"))
 #: Seconds of the whole fuzz run (scenario + trace tests) on the 2-core CI machine.
@@ -246,6 +247,9 @@ def _small(d: dict, rng: np.random.Generator) -> None:
     wl = d.get("workload")
     if isinstance(wl, dict) and "num_jobs" in wl:
         wl["num_jobs"] = int(rng.integers(20, 61))
+    # A short episode inside a built-in warm-up would count nothing: a warm-up of none, a
+    # small one or a long one instead.
+    d["warmup_s"] = [0.0, 0.0, 0.05, 0.3][int(rng.integers(4))]
 
 
 def _bound_cost(d: dict, log: list[str]) -> None:
@@ -331,6 +335,21 @@ def _check_state(env, obs, info, prev_time: float) -> float:
     mask = u.action_masks()
     assert mask.shape == (u.n_actions,) and mask.dtype == bool and mask[-1]
     return sim.now
+
+
+def _counted(sim, acc: dict) -> dict:
+    """The accounting of the tasks and jobs the metrics cover: those arriving at or after the
+    warm-up (all of them without one)."""
+    w = sim.warmup
+    if not w:
+        return acc
+    ids = [t for t in sim._arrived if sim._ttimes[t, 0] >= w]
+    state = sim._tstate
+    n_jobs = sim._next_job
+    jobs = [j for j in range(n_jobs) if sim._arrivals_l[j] >= w]
+    return {"arrived": len(ids), "completed": sum(state[t] == DONE for t in ids),
+            "dropped": sum(state[t] == DROPPED for t in ids), "jobs_arrived": len(jobs),
+            "jobs_completed": sum(not sim._jdropped[j] and not math.isnan(sim._jfinish[j]) for j in jobs)}
 
 
 def _check_metrics(m: dict, acc: dict) -> None:
@@ -434,7 +453,7 @@ def _run_episode(env, rng: np.random.Generator, seed: int, stats: dict) -> None:
         return
     now = _check_state(env, obs, info, 0.0)
     if "metrics" in info:  # the episode was over at reset (nothing can ever happen)
-        _check_metrics(info["metrics"], info["accounting"])
+        _check_metrics(info["metrics"], _counted(env.unwrapped.sim, info["accounting"]))
     n = u.n_actions
     penalize = u.invalid_action == "penalize"
     huge_weights = _huge_weights(u.scenario.raw)
@@ -482,7 +501,7 @@ def _run_episode(env, rng: np.random.Generator, seed: int, stats: dict) -> None:
         now = _check_state(env, obs, info, now)
         if terminated or truncated:
             assert "metrics" in info
-            _check_metrics(info["metrics"], info["accounting"])
+            _check_metrics(info["metrics"], _counted(u.sim, info["accounting"]))
             if terminated:
                 acc = info["accounting"]
                 assert acc["queued"] == acc["running"] == acc["jobs_in_progress"] == 0, acc
@@ -490,7 +509,7 @@ def _run_episode(env, rng: np.random.Generator, seed: int, stats: dict) -> None:
                 env.step(u.wait_action)
             stats["episodes_done"] += 1
             return
-    _check_metrics(u.episode_metrics(), {**u.sim.accounting(), **u.sim.job_accounting()})
+    _check_metrics(u.episode_metrics(), _counted(u.sim, {**u.sim.accounting(), **u.sim.job_accounting()}))
 
 
 #: What loading a malformed scenario or trace may raise (ConfigError is a ValueError; a few
@@ -501,7 +520,7 @@ PLAIN_VALUE_ERRORS: dict[str, int] = {}
 
 
 def _make(scenario: Any, **kwargs: Any):
-    return gym.make("modelsched/Scheduling-v0", scenario=scenario, disable_env_checker=True, **kwargs)
+    return gym.make("modelsched/Scheduling-v1", scenario=scenario, disable_env_checker=True, **kwargs)
 
 
 def _guarded(case: str, log: list[str], failures: list[str], allowed: tuple, fn, *args, **kwargs) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from envs.env import SchedulingEnv
+from envs.scenarios.loader import RewardWeights
 from tests.conftest import ListWorkload, golden_cluster, make_scenario, request
 
 
@@ -70,6 +71,43 @@ def test_golden_episode():
     assert m["utilization"] == pytest.approx(1.0, abs=1e-12)
     assert info["accounting"] == {"arrived": 3, "completed": 3, "dropped": 0, "queued": 0, "running": 0,
                                   "jobs_arrived": 3, "jobs_completed": 3, "jobs_dropped": 0, "jobs_in_progress": 0}
+
+
+def test_golden_episode_with_a_warm_up_period():
+    """The same episode with ``warmup_s = 0.12``: j0 (t=0) and j1 (t=0.1) are warm-up tasks,
+    served as before but counted in neither the reward nor the metrics; only j2 (t=0.15,
+    late: 1.5 > 1.15) counts."""
+    jobs = [request(0.0, size=2.0), request(0.1), request(0.15)]
+    env = SchedulingEnv(make_scenario(golden_cluster(), jobs, warmup_s=0.12,
+                                      reward=RewardWeights(latency=1.0, slo=1.0, drop=1.0, accuracy=1.0,
+                                                           utilization=1.0)))
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(action(env, 0, 1, 0))
+    assert env.sim.now == pytest.approx(0.9)
+    # Time in system over [0, 0.9]: j2 only (0.75 / 0.15); j0's completion is not counted.
+    assert info["reward_terms"]["latency"] == pytest.approx(-0.75 / 0.15, rel=1e-12)
+    assert info["reward_terms"]["slo"] == 0.0 and info["reward_terms"]["accuracy"] == 0.0
+    # The GPU was busy over [0, 0.9]; the utilization term counts [0.12, 0.9].
+    assert info["reward_terms"]["utilization"] == pytest.approx(0.9 - 0.12, rel=1e-12)
+    _, _, _, _, info = env.step(action(env, 0, 0, 0))
+    assert env.sim.now == pytest.approx(1.35)
+    # j1 finished late with the small variant: a warm-up task, so no SLO or accuracy term.
+    assert info["reward_terms"]["slo"] == 0.0 and info["reward_terms"]["accuracy"] == 0.0
+    assert info["reward_terms"]["latency"] == pytest.approx(-0.45 / 0.15, rel=1e-12)
+    _, _, term, _, info = env.step(action(env, 0, 0, 0))
+    assert term
+    assert info["reward_terms"]["slo"] == -1.0
+    assert info["reward_terms"]["accuracy"] == pytest.approx(-0.2, abs=1e-12)
+    assert info["reward_terms"]["latency"] == pytest.approx(-0.15 / 0.15, rel=1e-12)
+    m = info["metrics"]
+    assert m["arrived"] == 1 and m["completed"] == 1
+    assert m["mean_latency"] == pytest.approx(1.35, abs=1e-12)
+    assert m["effective_accuracy"] == 0.0 and m["slo_attainment"] == 0.0
+    assert m["goodput"] == 0.0 and m["throughput"] == pytest.approx(1 / (1.5 - 0.12), rel=1e-12)
+    # Counters and utilization cover the whole episode.
+    assert m["cold_starts"] == 2 and m["utilization"] == pytest.approx(1.0, abs=1e-12)
+    # Every task is still accounted for.
+    assert info["accounting"]["arrived"] == 3 and info["accounting"]["completed"] == 3
 
 
 def test_wait_advances_to_next_event_and_auto_advance():

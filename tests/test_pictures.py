@@ -28,7 +28,7 @@ def miss_pixels(img: np.ndarray) -> int:
 
 
 def test_rgb_array_is_a_gantt_chart_that_changes_with_the_state():
-    env = gym.make("modelsched/ServingSmall-v0", render_mode="rgb_array", workload_overrides={"num_jobs": 30})
+    env = gym.make("modelsched/ServingSmall-v1", render_mode="rgb_array", workload_overrides={"num_jobs": 30}, warmup_s=0.0)
     env.reset(seed=0)
     first = env.render()
     assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3

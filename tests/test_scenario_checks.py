@@ -175,31 +175,31 @@ def test_a_misspelt_choice_gets_a_suggestion(tmp_path):
 # ------------------------------------------------------------------ keyword overrides
 def test_a_misspelt_gym_make_keyword_is_blamed_on_the_keyword():
     with pytest.raises(ConfigError) as e:
-        gym.make("modelsched/ServingSmall-v0", visibel_tasks=16)
+        gym.make("modelsched/ServingSmall-v1", visibel_tasks=16)
     assert str(e.value) == ("gym.make keyword 'visibel_tasks' (overriding scenario serving-small): unknown key; "
                             "did you mean 'visible_tasks'?")
     with pytest.raises(ConfigError) as e:
-        gym.make("modelsched/ServingSmall-v0", workload_overrides={"num_jbos": 10})
+        gym.make("modelsched/ServingSmall-v1", workload_overrides={"num_jbos": 10})
     assert str(e.value) == ("gym.make keyword workload_overrides['num_jbos'] (overriding scenario serving-small): "
                             "unknown key; did you mean 'num_jobs'?")
     with pytest.raises(ConfigError, match=re.escape(
             "gym.make keyword 'visible_tasks' (overriding scenario serving-small): key 'visible_tasks' must be an "
             "integer, got str 'many'")):
-        gym.make("modelsched/ServingSmall-v0", visible_tasks="many")
+        gym.make("modelsched/ServingSmall-v1", visible_tasks="many")
     with pytest.raises(ConfigError, match=re.escape(
             "gym.make keyword workload_overrides['load'] (overriding scenario serving-small): key 'load' must be "
             ">= 1e-06, got -1.0")):
-        gym.make("modelsched/ServingSmall-v0", workload_overrides={"load": -1})
+        gym.make("modelsched/ServingSmall-v1", workload_overrides={"load": -1})
     with pytest.raises(ConfigError, match=re.escape(
             "gym.make keyword 'workload_overrides' (overriding scenario serving-small): expected a mapping")):
-        gym.make("modelsched/ServingSmall-v0", workload_overrides=[("load", 1)])
+        gym.make("modelsched/ServingSmall-v1", workload_overrides=[("load", 1)])
 
 
 def test_load_scenario_keywords_are_blamed_on_the_keyword_and_valid_ones_apply():
     with pytest.raises(ConfigError, match=re.escape(
             "keyword 'horizn' (overriding scenario serving-small): unknown key; did you mean 'horizon'?")):
         load_scenario("serving-small", horizn=5)
-    sc = load_scenario("serving-small", horizon=5, workload_overrides={"num_jobs": 7})
+    sc = load_scenario("serving-small", horizon=5, workload_overrides={"num_jobs": 7}, warmup_s=0.0)
     assert sc.horizon == 5.0 and sc.workload.num_jobs == 7
 
 
@@ -210,7 +210,7 @@ def test_duplicate_keys_are_refused_with_file_and_lines(tmp_path):
     with pytest.raises(ConfigError, match=re.escape(f"{p}:3: duplicate key 'name' (first given on line 1)")):
         load_scenario(p)
     text = (SCENARIO_DIR / "serving-small.yaml").read_text()
-    nested = text.replace("  num_jobs: 600\n", "  num_jobs: 600\n  load: 0.5\n")
+    nested = text.replace("  num_jobs: 1200\n", "  num_jobs: 1200\n  load: 0.5\n")
     line = nested.splitlines().index("  load: 0.5") + 1
     first = nested.splitlines().index("  load: 0.8") + 1
     p.write_text(nested)
@@ -270,7 +270,7 @@ def test_python_m_envs_lists_and_shows_without_gymnasium_or_torch():
         assert re.search(rf"^{re.escape(name)}\s+{re.escape(envs.env_id(name))}\s+\w+", scenarios, re.M)
     assert re.search(r"^training-cluster\s+\S+\s+mean_slowdown\s+8 x K80", scenarios, re.M)
     show = parts["show pipelines"]
-    assert "gym id: modelsched/Pipelines-v0" in show and "workload: dag (DagWorkload)" in show
+    assert "gym id: modelsched/Pipelines-v1" in show and "workload: dag (DagWorkload)" in show
     assert re.search(r"^T4\s+4\s+turing0\s+16", show, re.M)
     assert "error: scenario 'no-such-scenario' is neither a built-in" in parts["error"]
 

@@ -39,7 +39,7 @@ def test_loader_accepts_name_path_and_dict(tmp_path):
     for sc in (by_path, by_dict):
         assert sc.cluster.num_devices == by_name.cluster.num_devices
         assert [v.name for v in sc.cluster.variants] == [v.name for v in by_name.cluster.variants]
-    env = gym.make("modelsched/Scheduling-v0", scenario=str(write(tmp_path, SMALL, "mine.yaml")),
+    env = gym.make("modelsched/Scheduling-v1", scenario=str(write(tmp_path, SMALL, "mine.yaml")),
                    disable_env_checker=True)
     env.reset(seed=0)
 
@@ -60,7 +60,7 @@ def test_unknown_key_is_refused_naming_key_and_file(tmp_path, path, key):
     with pytest.raises(ConfigError, match=rf"bad\.yaml.*unknown key '{key}'"):
         load_scenario(f)
     with pytest.raises(ConfigError, match=rf"unknown key '{key}'"):
-        gym.make("modelsched/Scheduling-v0", scenario=str(f))
+        gym.make("modelsched/Scheduling-v1", scenario=str(f))
 
 
 def test_missing_and_ill_typed_keys(tmp_path):
@@ -137,9 +137,9 @@ def test_invalid_yaml_and_unknown_name(tmp_path):
 
 
 def test_overrides_apply():
-    sc = load_scenario("serving-small", horizon=2.0, visible_tasks=4, workload_overrides={"num_jobs": 10})
+    sc = load_scenario("serving-small", horizon=2.0, visible_tasks=4, workload_overrides={"num_jobs": 10}, warmup_s=0.0)
     assert sc.horizon == 2.0 and sc.visible_tasks == 4 and sc.workload.num_jobs == 10
-    env = gym.make("modelsched/ServingSmall-v0", horizon=2.0, disable_env_checker=True)
+    env = gym.make("modelsched/ServingSmall-v1", horizon=2.0, disable_env_checker=True)
     assert env.unwrapped.sim.horizon == 2.0
     assert math.isinf(load_scenario("serving-small").horizon)
 

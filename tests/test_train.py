@@ -267,7 +267,7 @@ def test_project_models_load_weights_only_and_predict_like_sb3(trained, tiny_sce
 
     from baselines import load_policy
 
-    env = gym.make("modelsched/Scheduling-v0", scenario=tiny_scenario, disable_env_checker=True)
+    env = gym.make("modelsched/Scheduling-v1", scenario=tiny_scenario, disable_env_checker=True)
     safe = load_policy(str(trained / "best_model.zip"), env, device="cpu")
     assert getattr(safe, "_modelsched_safe", False)
     ref = MaskablePPO.load(trained / "best_model.zip", device="cpu")

@@ -87,8 +87,9 @@ NSF = 18
  TERM, TRUNC, EP_DONE, ACTION, REASON) = range(16, 44)
 NSI = 44
 # ---------------------------------------------------------------- float constants: cf[X]
-CF_SIGMA, CF_HORIZON, CF_WLAT, CF_WSLO, CF_WDROP, CF_WACC, CF_WUTIL, CF_PENALTY, CF_TAU, CF_RATE_WINDOW = range(10)
-NCF = 10  # the tables follow (offsets in ci)
+(CF_SIGMA, CF_HORIZON, CF_WLAT, CF_WSLO, CF_WDROP, CF_WACC, CF_WUTIL, CF_PENALTY, CF_TAU, CF_RATE_WINDOW,
+ CF_WARMUP) = range(11)
+NCF = 11  # the tables follow (offsets in ci)
 # ---------------------------------------------------------------- int constants: ci[X]
 CI_K, CI_V, CI_D, CI_M, CI_T, CI_QCAP, CI_DROP_EXPIRED, CI_FAILURES, CI_PENALIZE, CI_COL_PRIO, CI_E0 = range(11)
 # offsets of the tables: in cf (float), then in ci (int)
@@ -179,7 +180,7 @@ def _schedule_failure(f, i, L, cf, ci, d):
 
 
 @_jit
-def _advance_clock(f, i, t):
+def _advance_clock(f, i, cf, t):
     """Simulator._advance_clock."""
     dt = t - f[NOW]
     if dt < 0:
@@ -189,7 +190,9 @@ def _advance_clock(f, i, t):
         f[ST_DT] += dt
         f[ST_SLOW] += dt * f[INV_IDEAL]
         if i[UP_DEV]:
-            f[ST_BUSY] += dt * i[BUSY_DEV] / i[UP_DEV]
+            w = cf[CF_WARMUP]
+            bdt = dt if f[NOW] >= w else (t - w if t > w else 0.0)
+            f[ST_BUSY] += bdt * i[BUSY_DEV] / i[UP_DEV]
         f[NOW] = t
 
 
@@ -231,7 +234,7 @@ def _run(f, i, L, cf, ci, until, decide):
         if need and i[FAIL_LEN] - i[FAIL_POS] < need:
             return 2
         if t != now:
-            _advance_clock(f, i, t)
+            _advance_clock(f, i, cf, t)
         while True:  # every event at instant t
             if i[STATUS] > NEED_DRAWS:
                 return 0
@@ -300,7 +303,8 @@ def _make_ready(f, i, L, cf, ci, tid):
     i[L[LI_QUEUE] + i[QLEN]] = tid
     i[QLEN] += 1
     kind = i[L[LI_TKIND] + tid]
-    f[INV_IDEAL] += f[tt + 2] / f[L[LF_KIDEAL] + kind]
+    if f[tt] >= cf[CF_WARMUP]:
+        f[INV_IDEAL] += f[tt + 2] / f[L[LF_KIDEAL] + kind]
     if f[L[LF_KTAB] + kind * L[LD_KT] + 4] > 1:
         i[HAS_GANGS] = 1
     if ci[CI_DROP_EXPIRED]:
@@ -320,7 +324,7 @@ def _expire(f, i, L, cf, ci, tid):
         return
     i[L[LI_JDROP] + j] = 1
     i[C_JDROPPED] += 1
-    _drop_task(f, i, L, tid)
+    _drop_task(f, i, L, cf, tid)
     i[C_DEXPIRED] += 1
 
 
@@ -338,7 +342,7 @@ def _drop_job(f, i, L, cf, ci, j, reason, first):
         if s == DONE or s == DROPPED or s == RUNNING:
             pass  # (a running task finishes, but its job already failed)
         else:
-            _drop_task(f, i, L, tid)
+            _drop_task(f, i, L, cf, tid)
             if tid == first or reason == C_DINFEASIBLE or first < 0:
                 i[reason] += 1
             else:
@@ -346,7 +350,7 @@ def _drop_job(f, i, L, cf, ci, j, reason, first):
 
 
 @_jit
-def _drop_task(f, i, L, tid):
+def _drop_task(f, i, L, cf, tid):
     """Simulator._drop_task."""
     tt = L[LF_TTIMES] + 4 * tid
     if i[L[LI_TSTATE] + tid] == QUEUED:
@@ -359,7 +363,8 @@ def _drop_task(f, i, L, tid):
             i[m] = i[m + 1]
         i[QLEN] = n - 1
         i[C_QUEUED] -= 1
-        f[INV_IDEAL] -= f[tt + 2] / f[L[LF_KIDEAL] + i[L[LI_TKIND] + tid]]
+        if f[tt] >= cf[CF_WARMUP]:
+            f[INV_IDEAL] -= f[tt + 2] / f[L[LF_KIDEAL] + i[L[LI_TKIND] + tid]]
     else:
         i[C_ARRIVED] += 1
         i[L[LI_ARRIVED] + i[N_ARRIVED]] = tid
@@ -369,7 +374,8 @@ def _drop_task(f, i, L, tid):
     i[L[LI_TSTATE] + tid] = DROPPED
     f[L[LF_TFIN] + tid] = f[NOW]
     i[C_DROPPED] += 1
-    i[ST_DROPS] += 1
+    if f[tt] >= cf[CF_WARMUP]:
+        i[ST_DROPS] += 1
 
 
 @_jit
@@ -384,15 +390,18 @@ def _on_finish(f, i, L, cf, ci, tid, attempt):
     i[C_RUNNING] -= 1
     i[C_COMPLETED] += 1
     kind = i[L[LI_TKIND] + tid]
-    f[INV_IDEAL] -= f[tt + 2] / f[L[LF_KIDEAL] + kind]
+    counted = f[tt] >= cf[CF_WARMUP]
+    if counted:
+        f[INV_IDEAL] -= f[tt + 2] / f[L[LF_KIDEAL] + kind]
     dtask = L[LI_DTASK]
     for d in range(ci[CI_D]):
         if i[dtask + d] == tid:
             _release_device(f, i, L, ci, d)
-    i[ST_COMPL] += 1
-    if now > f[tt + 1] + 1e-12:
-        i[ST_SLO] += 1
-    f[ST_ACC] += f[L[LF_TACC] + tid] - cf[ci[CO_BEST_ACC] + int(f[L[LF_KTAB] + kind * L[LD_KT] + 3])]
+    if counted:
+        i[ST_COMPL] += 1
+        if now > f[tt + 1] + 1e-12:
+            i[ST_SLO] += 1
+        f[ST_ACC] += f[L[LF_TACC] + tid] - cf[ci[CO_BEST_ACC] + int(f[L[LF_KTAB] + kind * L[LD_KT] + 3])]
     j = i[L[LI_TJOB] + tid]
     i[L[LI_JREM] + j] -= 1
     if i[L[LI_JDROP] + j]:
@@ -456,7 +465,7 @@ def _on_fail(f, i, L, cf, ci, d):
         i[QLEN] = n + 1
         j = i[L[LI_TJOB] + tid]
         if i[L[LI_JDROP] + j]:  # its job already failed while it ran: nothing left to serve
-            _drop_task(f, i, L, tid)
+            _drop_task(f, i, L, cf, tid)
             i[C_DWITHJOB] += 1
         elif ci[CI_DROP_EXPIRED] and f[L[LF_TTIMES] + 4 * tid + 1] <= now:  # its expiry passed while it ran
             _drop_job(f, i, L, cf, ci, j, C_DEXPIRED, tid)
@@ -738,7 +747,7 @@ def step_instance(f, i, L, cf, ci, fk, dev_static, mask, otasks, oest, odev, ogl
             i[STATUS] = NEED_DRAWS
             return
         if math.isfinite(f[UNTIL]):
-            _advance_clock(f, i, f[UNTIL])
+            _advance_clock(f, i, cf, f[UNTIL])
         ph = PH_POST
     if ph == PH_POST:
         if not _episode_done(i) and f[NOW] < h and not i[STUCK] and not has_decision(f, i, L, cf, ci):
@@ -752,7 +761,7 @@ def step_instance(f, i, L, cf, ci, fk, dev_static, mask, otasks, oest, odev, ogl
             i[STATUS] = NEED_DRAWS
             return
         if r == 1 and h < np.inf:
-            _advance_clock(f, i, h)
+            _advance_clock(f, i, cf, h)
         if ph == PH_RESET:
             _reset_stats(f, i)
             i[TERM] = i[TRUNC] = i[EP_DONE] = 0

@@ -92,7 +92,8 @@ class EpisodeCompiler:
         sc = scenario
         self.sim = Simulator(sc.cluster, sc.workload, visible_tasks=sc.visible_tasks,
                              queue_capacity=sc.queue_capacity, drop_expired=sc.drop_expired,
-                             noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures)
+                             noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures,
+                             warmup=sc.warmup_s)
         self.scales = scales
         self.task_features = task_features
         #: The workload gives its episodes as columns (single-stage requests).
@@ -299,11 +300,11 @@ class BatchedSimulator:
         mtbf = np.array([cl.device_types[t].mtbf_s for t in cl.dev_type], dtype=float)
         mttr = np.array([cl.device_types[t].mttr_s for t in cl.dev_type], dtype=float)
         w = sc.reward
-        cf = np.zeros(10)
+        cf = np.zeros(dyn.NCF)
         cf[[dyn.CF_SIGMA, dyn.CF_HORIZON, dyn.CF_WLAT, dyn.CF_WSLO, dyn.CF_WDROP, dyn.CF_WACC, dyn.CF_WUTIL,
-            dyn.CF_PENALTY, dyn.CF_TAU, dyn.CF_RATE_WINDOW]] = (
+            dyn.CF_PENALTY, dyn.CF_TAU, dyn.CF_RATE_WINDOW, dyn.CF_WARMUP]] = (
             noise_sigma, sc.horizon, w.latency, w.slo, w.drop, w.accuracy, w.utilization, float(invalid_penalty),
-            self.scales.tau, self.scales.rate_window)
+            self.scales.tau, self.scales.rate_window, sim.warmup)
         ci = np.zeros(dyn.CO_SLOT_ACC, dtype=np.int64)
         ci[[dyn.CI_K, dyn.CI_V, dyn.CI_D, dyn.CI_M, dyn.CI_T, dyn.CI_QCAP, dyn.CI_DROP_EXPIRED, dyn.CI_FAILURES,
             dyn.CI_PENALIZE, dyn.CI_COL_PRIO, dyn.CI_E0]] = (
@@ -665,7 +666,7 @@ class BatchedSimulator:
              "requeues": int(si[dyn.C_REQUEUES]), "evictions": int(si[dyn.C_EVICT]),
              "failures": int(si[dyn.C_FAILURES]), "dropped_infeasible": int(si[dyn.C_DINFEASIBLE])},
             busy, S.dmem[b].copy(), S.jfin[b, :nj], S.jdrop[b, :nj].astype(bool), S.jfirst[b, :nj].astype(np.int64),
-            S.jarr[b, :nj])
+            S.jarr[b, :nj], warmup=self.compiler.sim.warmup)
 
     def state_bytes_per_instance(self) -> int:
         """Bytes of batch state per instance (every array, outputs and scratch included)."""

@@ -19,6 +19,7 @@ from typing import Any
 from envs.config import ConfigError, ScenarioWarning, Section, did_you_mean, load_yaml
 from envs.sim.cluster import MAX_DEVICES, Cluster, DeviceSpec
 from envs.sim.model import DeviceType, LatencyProfile, ModelVariant
+from envs.sim.noise import factor_mean, sigma_for_cv
 from envs.workloads import Workload, build_workload
 from envs.workloads.traces import TraceWorkload
 
@@ -32,7 +33,7 @@ TRACE_KEYWORDS = ("trace", "time_scale", "trace_window", "on_bad_rows", "max_job
 #: Keys of a scenario file's top level (docs/scenarios.md describes each).
 TOP_KEYS = ("name", "description", "primary_metric", "device_types", "devices", "variants", "workload",
             "reward", "trace_replay", "horizon", "visible_tasks", "queue_capacity", "drop_expired",
-            "noise_cv", "failures")
+            "noise_cv", "failures", "warmup_s")
 #: Keys of one entry of ``devices``.
 DEVICE_KEYS = ("type", "count", "node")
 #: Keys of a device type (under ``device_types`` or in the library).
@@ -77,6 +78,9 @@ class Scenario:
     noise_cv: float = 0.05
     horizon: float = math.inf
     failures: bool = True
+    warmup_s: float = 0.0
+    """Warm-up period: tasks arriving before it count in neither the reward nor the metrics
+    (:class:`envs.sim.simulator.Simulator` ``warmup``)."""
     description: str = ""
     source: str = "<dict>"
     raw: dict = field(default_factory=dict)
@@ -245,7 +249,9 @@ def load_scenario(spec: str | Path | dict, *, overrides_from: str = "keyword", *
             if tname not in type_specs and tname not in lib["device_types"]:
                 raise ConfigError(f"{source}: variant '{v.name}' has a latency profile for unknown "
                                   f"device type '{tname}'")
-    cluster = Cluster([type_specs[t] for t in type_specs if t in used_types], devices, variants)
+    noise_cv = top.get("noise_cv", float, 0.05, low=0.0, high=2.0)
+    cluster = Cluster([type_specs[t] for t in type_specs if t in used_types], devices, variants,
+                      service_factor=factor_mean(sigma_for_cv(noise_cv)))
     _check_runnable(cluster, source)
     for c in cluster.capabilities:
         try:
@@ -269,9 +275,10 @@ def load_scenario(spec: str | Path | dict, *, overrides_from: str = "keyword", *
         visible_tasks=top.get("visible_tasks", int, 8, low=1, high=256),
         queue_capacity=top.get("queue_capacity", int, 1024, low=1),
         drop_expired=top.get("drop_expired", bool, False),
-        noise_cv=top.get("noise_cv", float, 0.05, low=0.0, high=2.0),
+        noise_cv=noise_cv,
         horizon=math.inf if horizon is None else horizon,
         failures=top.get("failures", bool, True),
+        warmup_s=top.get("warmup_s", float, 0.0, low=0.0),
         description=description, source=source, raw=raw,
     )
     top.done()

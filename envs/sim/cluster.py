@@ -27,9 +27,19 @@ class DeviceSpec:
 
 
 class Cluster:
-    """Device types, devices, model variants and the arrays derived from them."""
+    """Device types, devices, model variants and the arrays derived from them.
 
-    def __init__(self, device_types: list[DeviceType], devices: list[DeviceSpec], variants: list[ModelVariant]):
+    ``service_factor``: the mean execution time over the profile time under the scenario's
+    service noise (:func:`envs.sim.noise.factor_mean`; a scenario sets it from its
+    ``noise_cv``). Capacities (:meth:`cluster_rate`), and so the arrival rates that synthetic
+    workloads derive from a target load, divide by it; ideal times and SLOs do not (they are
+    the unloaded profile times)."""
+
+    def __init__(self, device_types: list[DeviceType], devices: list[DeviceSpec], variants: list[ModelVariant],
+                 service_factor: float = 1.0):
+        if not (math.isfinite(service_factor) and service_factor >= 1.0):
+            raise ValueError(f"service_factor must be a finite number >= 1, got {service_factor}")
+        self.service_factor = float(service_factor)
         if not devices:
             raise ValueError("a cluster needs at least one device")
         if not variants:
@@ -165,18 +175,30 @@ class Cluster:
             return best
         raise ValueError(f"no variant of '{capability}' can run on any device type of the cluster")
 
-    def cluster_rate(self, capability: str, size: float, size2: float = 0.0, devices_required: int = 1) -> float:
-        """Tasks/s of the whole cluster serving only this capability with its median-accuracy
-        variant (the fastest variant where the median cannot run on a device)."""
+    def cluster_rate(self, capability: str, size: float, size2: float = 0.0, devices_required: int = 1,
+                     variant: str = "median") -> float:
+        """Tasks/s of the whole cluster serving only this capability, every device with the
+        same choice of variant: ``"median"`` (the median-accuracy variant, the fastest one
+        where the median cannot run on a device: the load calibration of the synthetic
+        workloads), ``"fastest"`` (the fastest variant on each device) or
+        ``"most_accurate"`` (the most accurate variant that runs on each device). Execution
+        times are the profile times times :attr:`service_factor` (the mean noise)."""
         c = self.cap_index[capability]
         lst = self.variants_of_cap[c]
-        order = [lst[len(lst) // 2]] + [m for m in lst if m != lst[len(lst) // 2]]
+        if variant == "median":
+            order = [lst[len(lst) // 2]] + [m for m in lst if m != lst[len(lst) // 2]]
+        elif variant == "most_accurate":
+            order = lst[::-1]
+        elif variant == "fastest":
+            order = lst
+        else:
+            raise ValueError(f"variant must be 'median', 'fastest' or 'most_accurate', got {variant!r}")
         rate = 0.0
         for d in range(self.num_devices):
             t = int(self.dev_type[d])
             ts = [self.exec_time(m, t, size, size2, devices_required) for m in order if self.var_runs_on[m, t]]
             if ts:
-                rate += 1.0 / ts[0] / devices_required
+                rate += 1.0 / ((min(ts) if variant == "fastest" else ts[0]) * self.service_factor) / devices_required
         if rate <= 0:
             raise ValueError(f"no device of the cluster can serve '{capability}'")
         return rate

@@ -2,6 +2,12 @@
 
 Task-level metrics are over *arrived* tasks (ready or dropped). Tasks still queued or running
 when an episode is truncated count as SLO misses and as 0 towards effective accuracy.
+
+With a warm-up period (a scenario's ``warmup_s``), task and job metrics cover only the tasks
+that arrive at or after it (jobs: that arrive at or after it), ``drops`` counts their drops,
+and ``goodput``/``throughput`` are per second of the time after it; the counters
+(``cold_starts``, ``requeues``, ``evictions``, ``failures``, ``infeasible``) and the
+utilizations cover the whole episode.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import math
 
 import numpy as np
 
-from envs.sim.model import DONE
+from envs.sim.model import DONE, DROPPED
 
 #: Metrics where larger is better; all others are better when smaller.
 HIGHER_IS_BETTER = frozenset({
@@ -56,19 +62,27 @@ def episode_metrics(sim) -> dict[str, float]:
          "failures": c.failures, "dropped_infeasible": c.dropped_infeasible},
         _effective_busy(sim), sim.dev_memory_used, np.array(sim._jfinish[:n_jobs]),
         np.array(sim._jdropped[:n_jobs], dtype=bool), np.array(sim._jfirst[:n_jobs], dtype=np.int64),
-        np.array(sim._arrivals_l[:n_jobs]))
+        np.array(sim._arrivals_l[:n_jobs]), warmup=sim.warmup)
 
 
 def metrics_from_arrays(cl, now: float, arrived: np.ndarray, tstate: np.ndarray, tfinish: np.ndarray,
                         ttimes: np.ndarray, tkind: np.ndarray, kideal: np.ndarray, tacc: np.ndarray,
                         kcap: np.ndarray, counts: dict[str, int], busy: list[float],
                         dev_memory_used: np.ndarray, jfinish: np.ndarray, jdropped: np.ndarray,
-                        jfirst: np.ndarray, jarrival: np.ndarray) -> dict[str, float]:
+                        jfirst: np.ndarray, jarrival: np.ndarray, warmup: float = 0.0) -> dict[str, float]:
     """Episode metrics from a simulation's per-task, per-job and per-device arrays (the
     reference simulator and the batched one both call this). ``arrived``: ids of the arrived
     tasks in arrival order; ``tstate``, ``tfinish``, ``tacc``: per task; ``ttimes``, ``tkind``:
     the per-task table; ``kideal``, ``kcap``: per task shape; ``busy``: busy seconds of each
-    device so far; the job arrays cover the jobs arrived so far."""
+    device so far; the job arrays cover the jobs arrived so far; ``warmup``: tasks and jobs
+    arriving before it are left out (module docstring)."""
+    drops = counts["dropped"]
+    if warmup > 0:
+        if len(arrived):
+            arrived = arrived[ttimes[arrived, 0] >= warmup]
+            drops = int(np.count_nonzero(tstate[arrived] == DROPPED))
+        keep = jarrival >= warmup
+        jfinish, jdropped, jfirst, jarrival = jfinish[keep], jdropped[keep], jfirst[keep], jarrival[keep]
     n = len(arrived)
     done = arrived[tstate[arrived] == DONE] if n else arrived
     finish = tfinish[done]
@@ -78,7 +92,7 @@ def metrics_from_arrays(cl, now: float, arrived: np.ndarray, tstate: np.ndarray,
     acc = tacc[done]
     on_time = finish <= ttimes[done, 1] + 1e-12
     best = cl.best_accuracy[kcap[kind]]
-    elapsed = now
+    elapsed = now - warmup if now > warmup else 0.0
     busy_total = sum(busy)
     D = cl.num_devices
     n_on_time = int(on_time.sum())
@@ -91,11 +105,11 @@ def metrics_from_arrays(cl, now: float, arrived: np.ndarray, tstate: np.ndarray,
         "slo_attainment": n_on_time / n if n else math.nan,
         "goodput": n_on_time / elapsed if elapsed > 0 else 0.0,
         "throughput": len(done) / elapsed if elapsed > 0 else 0.0,
-        "utilization": busy_total / (D * elapsed) if elapsed > 0 else 0.0,
+        "utilization": busy_total / (D * now) if now > 0 else 0.0,
         "mean_accuracy": float(acc.mean()) if acc.size else math.nan,
         "accuracy_loss": float((best - acc).mean()) if acc.size else math.nan,
         "effective_accuracy": float(acc[on_time].sum()) / n if n else math.nan,
-        "drops": float(counts["dropped"]),
+        "drops": float(drops),
         "cold_starts": float(counts["cold_starts"]),
         "requeues": float(counts["requeues"]),
         "evictions": float(counts["evictions"]),
@@ -108,8 +122,8 @@ def metrics_from_arrays(cl, now: float, arrived: np.ndarray, tstate: np.ndarray,
     }
     for ti, dt in enumerate(cl.device_types):
         idx = [d for d in range(D) if cl.dev_type[d] == ti]
-        if idx and elapsed > 0:
-            m[f"utilization_{dt.name}"] = sum(busy[d] for d in idx) / (len(idx) * elapsed)
+        if idx and now > 0:
+            m[f"utilization_{dt.name}"] = sum(busy[d] for d in idx) / (len(idx) * now)
     n_jobs = len(jfinish)
     if n_jobs:
         finished = ~jdropped & ~np.isnan(jfinish)

@@ -42,6 +42,7 @@ from envs.sim.model import (
     StageSpec,
     Task,
 )
+from envs.sim.noise import sigma_for_cv
 from envs.workloads.assembly import gc_paused
 from envs.workloads.base import Workload
 
@@ -144,15 +145,21 @@ class Simulator:
         visible_tasks: K, size of the window of ready tasks a policy chooses from (oldest first).
         queue_capacity: ready tasks held at most; arrivals beyond it are dropped and counted.
         drop_expired: drop queued tasks whose deadline has passed.
-        noise_cv: coefficient of variation of the multiplicative execution-time noise. The noise
-            only slows execution down (``exp(sigma * |z|)``): profiles are unloaded best cases.
+        noise_cv: coefficient of variation of the execution time of a given task, variant and
+            device (:mod:`envs.sim.noise`): the profile time is multiplied by ``exp(sigma * |z|)``,
+            which only slows execution down (profiles are unloaded best cases; the mean factor
+            is :func:`envs.sim.noise.factor_mean`, 1.068 at the default 0.05).
         horizon: simulated time at which the episode is truncated (``inf``: none).
         failures: simulate device failures from the device types' MTBF/MTTR.
+        warmup: length (s) of the warm-up period. A task that arrives (becomes ready) before it
+            is a warm-up task: served like any other, but counted neither in the reward (its
+            completion, lateness, drop, accuracy and time in system) nor in the episode
+            metrics; the reward's utilization term integrates from ``warmup`` on. 0: none.
     """
 
     def __init__(self, cluster: Cluster, workload: Workload, *, visible_tasks: int = 8,
                  queue_capacity: int = 1024, drop_expired: bool = False, noise_cv: float = 0.05,
-                 horizon: float = math.inf, failures: bool = True):
+                 horizon: float = math.inf, failures: bool = True, warmup: float = 0.0):
         if visible_tasks < 1:
             raise ValueError("visible_tasks must be >= 1")
         if queue_capacity < 1:
@@ -162,8 +169,11 @@ class Simulator:
         self.K = visible_tasks
         self.queue_capacity = queue_capacity
         self.drop_expired = drop_expired
-        self.noise_sigma = noise_cv / math.sqrt(1.0 - 2.0 / math.pi) if noise_cv > 0 else 0.0
+        self.noise_sigma = sigma_for_cv(noise_cv)
         self.horizon = horizon
+        if not (math.isfinite(warmup) and warmup >= 0):
+            raise ValueError(f"warmup must be a finite number >= 0, got {warmup}")
+        self.warmup = float(warmup)
         self.failures_enabled = failures and any(math.isfinite(t.mtbf_s) for t in cluster.device_types)
         self._has_gangs = False
         self.now = 0.0
@@ -446,7 +456,9 @@ class Simulator:
             st.dt += dt
             st.slowdown_area += dt * self._inv_ideal_sum
             if self._up_devices:
-                st.busy_area += dt * self._busy_devices / self._up_devices
+                w = self.warmup
+                bdt = dt if self.now >= w else (t - w if t > w else 0.0)
+                st.busy_area += bdt * self._busy_devices / self._up_devices
             self.now = t
 
     def _run(self, until: float, decide: bool) -> bool:
@@ -486,7 +498,9 @@ class Simulator:
                 st.dt += dt
                 st.slowdown_area += dt * self._inv_ideal_sum
                 if self._up_devices:
-                    st.busy_area += dt * self._busy_devices / self._up_devices
+                    w = self.warmup
+                    bdt = dt if now >= w else (t - w if t > w else 0.0)
+                    st.busy_area += bdt * self._busy_devices / self._up_devices
                 self.now = t
             while True:  # every event at instant t
                 if ev and ev[0][0] <= t:
@@ -578,7 +592,8 @@ class Simulator:
         q = self.queue_ids
         q.append(tid)
         kind = self._tkind_l[tid]
-        self._inv_ideal_sum += self._tprio[tid] / self._kideal[kind]
+        if not self.warmup or self._ttimes[tid, 0] >= self.warmup:
+            self._inv_ideal_sum += self._tprio[tid] / self._kideal[kind]
         if len(q) <= self.K:
             self._window_dirty = True
             self.queue_version += 1
@@ -636,7 +651,8 @@ class Simulator:
                 self._window_dirty = True
                 self.queue_version += 1
             c.queued -= 1
-            self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
+            if not self.warmup or self._ttimes[tid, 0] >= self.warmup:
+                self._inv_ideal_sum -= self._tprio[tid] / self._kideal[self._tkind_l[tid]]
         else:
             c.arrived += 1
             self._arrived.append(tid)
@@ -645,7 +661,8 @@ class Simulator:
         self._tstate[tid] = DROPPED
         self._tfinish[tid] = self.now
         c.dropped += 1
-        self.stats.drops += 1
+        if not self.warmup or self._ttimes[tid, 0] >= self.warmup:
+            self.stats.drops += 1
 
     def _on_finish(self, tid: int, attempt: int) -> None:
         if self._tstate[tid] != RUNNING or self._trequeues[tid] != attempt:
@@ -657,14 +674,17 @@ class Simulator:
         c.running -= 1
         c.completed += 1
         kind = self._tkind_l[tid]
-        self._inv_ideal_sum -= self._tprio[tid] / self._kideal[kind]
+        counted = not self.warmup or self._ttimes[tid, 0] >= self.warmup
+        if counted:
+            self._inv_ideal_sum -= self._tprio[tid] / self._kideal[kind]
         for d in self._tdevices[tid]:
             self._release_device(d)
-        st = self.stats
-        st.completions += 1
-        if now > self._tdeadline[tid] + 1e-12:
-            st.slo_misses += 1
-        st.accuracy_gain += self._tacc[tid] - self._best_acc_l[self._kcap[kind]]
+        if counted:
+            st = self.stats
+            st.completions += 1
+            if now > self._tdeadline[tid] + 1e-12:
+                st.slo_misses += 1
+            st.accuracy_gain += self._tacc[tid] - self._best_acc_l[self._kcap[kind]]
         j = self._tjob[tid]
         self._jremaining[j] -= 1
         if self._jdropped[j]:

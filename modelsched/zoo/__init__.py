@@ -2,7 +2,7 @@
 
 PPO, A2C and DQN need nothing of ours but the hyperparameters files next to this module::
 
-    python -m rl_zoo3.train --algo ppo --env modelsched/ServingSmall-v0 \\
+    python -m rl_zoo3.train --algo ppo --env modelsched/ServingSmall-v1 \\
         --gym-packages modelsched --conf-file modelsched/zoo/ppo.yml
 
 rl_zoo3 has no MaskablePPO. ``python -m modelsched.zoo train|enjoy [rl_zoo3 arguments]`` runs the
@@ -15,8 +15,8 @@ folder's ``<algo>.yml`` (train), the evaluation env's kwargs to the config's ``e
 ``--eval-env-kwargs invalid_action:"'penalize'"`` for PPO/A2C/DQN when evaluating) and
 ``--no-render`` (enjoy: the envs have no ``human`` render mode)::
 
-    python -m modelsched.zoo train --algo ppo_mask --env modelsched/ServingSmall-v0 -n 4096
-    python -m modelsched.zoo enjoy --algo ppo_mask --env modelsched/ServingSmall-v0 -f logs -n 2000
+    python -m modelsched.zoo train --algo ppo_mask --env modelsched/ServingSmall-v1 -n 4096
+    python -m modelsched.zoo enjoy --algo ppo_mask --env modelsched/ServingSmall-v1 -f logs -n 2000
 """
 
 from __future__ import annotations
