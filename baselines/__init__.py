@@ -31,12 +31,13 @@ from baselines.heuristics import (
     SjfPolicy,
     TetrisPolicy,
 )
+from baselines.planner import PlannerPolicy
 
 #: name -> policy class, in the order results are reported.
 REGISTRY: dict[str, type[Policy]] = {cls.name: cls for cls in (
     RandomPolicy, FifoPolicy, RoundRobinPolicy, LeastLoadedPolicy, SjfPolicy, EdfPolicy,
     PriorityGreedyPolicy, MctPolicy, InfaasPolicy, ClipperHighAccPolicy, ClipperLowAccPolicy,
-    TetrisPolicy, GeneticPolicy, AdaptivePolicy, PricedPolicy,
+    TetrisPolicy, GeneticPolicy, AdaptivePolicy, PricedPolicy, PlannerPolicy,
 )}
 
 

@@ -18,8 +18,8 @@ Two rules are not fully vectorized: ``random`` draws from one generator per inst
 stream is the per-instance rule's, so the draws are a loop over rows; the choice from them is
 vectorized), and ``tetris``
 normalises its score with means over each instance's own candidates (computed row by row,
-numpy's summation order, which a masked batched sum would not reproduce). ``genetic`` (a search
-per decision) has no batched form: the batched evaluator runs it on the reference simulator
+numpy's summation order, which a masked batched sum would not reproduce). ``genetic`` and
+``planner`` (a search per decision: a genetic algorithm, a CP-SAT model) have no batched form: the batched evaluator runs it on the reference simulator
 (``evaluate.py --backend batched`` says so).
 
 The arrays are numpy: the batched simulator has a CPU backend only (no CUDA backend yet), so
@@ -672,7 +672,7 @@ class BatchedPriced(BatchedAdaptive):
         return np.full(view.R, float(p["price"])), skip
 
 
-#: name -> batched rule, for every registered heuristic that has one (all but ``genetic``).
+#: name -> batched rule, for every registered heuristic that has one (all but ``genetic`` and ``planner``).
 BATCHED: dict[str, type[BatchedPolicy]] = {cls.name: cls for cls in (
     BatchedRandom, BatchedFifo, BatchedRoundRobin, BatchedLeastLoaded, BatchedSjf, BatchedEdf,
     BatchedPriorityGreedy, BatchedMct, BatchedInfaas, BatchedClipperHighAcc, BatchedClipperLowAcc,

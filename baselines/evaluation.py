@@ -18,7 +18,7 @@ per-seed distributions, where the percentile and BCa bootstraps (``baselines.sta
 **Backends.** ``--backend reference`` plays each episode on its own ``SchedulingEnv``;
 ``--backend batched`` plays many seeds at once on the batched simulator
 (:mod:`baselines.batched_eval`): heuristics with a batched form and SB3 models run there,
-``genetic`` on the reference (with a notice). Both give the same results and outputs.
+``genetic`` and ``planner`` on the reference (with a notice). Both give the same results and outputs.
 
 **Outputs** in ``--out`` (one scenario) or ``--out/<scenario>/`` (several; then ``--out`` also
 gets ``results.json`` = ``{"scenarios": [...]}``, a combined ``results.csv`` and ``results.md``):
@@ -638,8 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "no batched form under --backend batched)")
     ap.add_argument("--backend", default="reference", choices=("reference", "batched"),
                     help="reference: one SchedulingEnv per episode; batched: many seeds at once on the batched "
-                         "simulator (heuristics with a batched form and SB3 models; 'genetic' has none and runs "
-                         "on the reference, with a notice). Same results, same outputs (default reference)")
+                         "simulator (heuristics with a batched form and SB3 models; 'genetic' and 'planner' have "
+                         "none and run on the reference, with a notice). Same results, same outputs (default reference)")
     ap.add_argument("--batch-size", type=int, default=None, metavar="B",
                     help="instances per batched-simulator chunk (default 1024)")
     ap.add_argument("--threads", type=int, default=1, metavar="N",
@@ -757,7 +757,7 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
 def _heavy_first(item: WorkItem) -> tuple:
     from baselines import REGISTRY
 
-    return (0 if item.policy not in REGISTRY or item.policy == "genetic" else 1,)
+    return (0 if item.policy not in REGISTRY or item.policy in ("genetic", "planner") else 1,)
 
 
 def _set_threads(n: int) -> None:

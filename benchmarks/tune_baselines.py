@@ -34,7 +34,15 @@ GRIDS: dict[str, dict[str, tuple]] = {
                  "occupancy": (0.1, 0.25, 0.5, 1.0)},
     # with adaptive's tuned threshold and occupancy (price 0 and no skipping is adaptive itself)
     "priced": {"skip_hopeless": (False, True), "price": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)},
+    # the CP-SAT planner's price on device-seconds (its fallback is priced as tuned above); it has
+    # no batched form, so its episodes run on the reference simulator (about a minute each)
+    "planner": {"price": (0.5, 1.0, 2.0)},
 }
+#: Policies tuned on fewer seeds by default because each episode is slow (see --planner-seeds).
+SLOW = {"planner"}
+#: Scenarios the planner is tuned on by default (elsewhere it keeps its class defaults): its
+#: episodes cost about a minute each, so only serving-small so far.
+PLANNER_SCENARIOS = ("serving-small",)
 #: Tuning stays in the training range 0..999; every evaluation set (held-out 1000.., validation
 #: 10000.., test 20000..: agents.envs) lies above it.
 TRAINING_RANGE = range(0, 1000)
@@ -53,7 +61,22 @@ def score_of(values: list[float], sign: float) -> tuple[float, float, float]:
     return sign * mean - 2.0 * se, mean, se
 
 
-def tune(scenario: str, policy: str, seeds: list[int], fixed: dict | None = None, log=print) -> dict:
+def run_reference(scenario: str, policy: str, seeds: list[int], params: dict, jobs: int) -> list[dict]:
+    """Episodes of a policy with no batched form, on the reference simulator, as evaluate.py
+    runs them (the same reset seeds), over ``jobs`` processes."""
+    from baselines.evaluation import WorkItem, run_item
+
+    items = [WorkItem(scenario, policy, policy, s, 0, policy_kwargs=tuple(sorted(params.items()))) for s in seeds]
+    if jobs <= 1:
+        return [run_item(it) for it in items]
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(jobs) as pool:
+        return pool.map(run_item, items, chunksize=1)
+
+
+def tune(scenario: str, policy: str, seeds: list[int], fixed: dict | None = None, log=print, jobs: int = 1) -> dict:
+    from baselines.batched import has_batched
     from baselines.batched_eval import SeedFacts, run_batched
     from envs.env import SchedulingEnv
     from envs.scenarios.loader import load_scenario
@@ -67,7 +90,10 @@ def tune(scenario: str, policy: str, seeds: list[int], fixed: dict | None = None
     t0 = time.perf_counter()
     for params in points(policy):
         params = {**(fixed or {}), **params}
-        res = run_batched(sc, policy, policy, seeds, facts=facts, policy_kwargs=params)
+        if has_batched(policy):
+            res = run_batched(sc, policy, policy, seeds, facts=facts, policy_kwargs=params)
+        else:
+            res = run_reference(scenario, policy, seeds, params, jobs)
         vals = [r["metrics"][metric] for r in res]
         score, mean, se = score_of(vals, sign)
         rows.append((score, mean, se, params))
@@ -92,11 +118,17 @@ def main(argv=None) -> int:
     ap.add_argument("--policies", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     ap.add_argument("--seeds", type=int, nargs=2, default=[0, 29], metavar=("FIRST", "LAST"),
                     help="training seed range, inclusive (default 0 29)")
+    ap.add_argument("--planner-seeds", type=int, nargs=2, default=[0, 4], metavar=("FIRST", "LAST"),
+                    help="training seed range of the slow policies (planner; default 0 4)")
+    ap.add_argument("--planner-scenarios", nargs="+", default=list(PLANNER_SCENARIOS),
+                    help=f"scenarios the planner is tuned on (default {' '.join(PLANNER_SCENARIOS)})")
+    ap.add_argument("--jobs", type=int, default=2, help="processes for the reference-simulator episodes (default 2)")
     ap.add_argument("--check", action="store_true", help="recompute and compare with the stored file (exit 1 if different)")
     ap.add_argument("--dry-run", action="store_true", help="print, do not write the file")
     args = ap.parse_args(argv)
     seeds = list(range(args.seeds[0], args.seeds[1] + 1))
-    bad = [s for s in seeds if s not in TRAINING_RANGE]
+    slow_seeds = list(range(args.planner_seeds[0], args.planner_seeds[1] + 1))
+    bad = [s for s in seeds + slow_seeds if s not in TRAINING_RANGE]
     if bad:
         ap.error(f"seeds {bad[0]}..{bad[-1]} are outside the training range 0..999 (evaluation seeds lie "
                  f"above it): tune on training seeds only")
@@ -112,8 +144,10 @@ def main(argv=None) -> int:
     for scenario in args.scenarios:
         entry = dict(table.get(scenario, {}))
         for policy in [p for p in GRIDS if p in args.policies]:  # adaptive first: priced builds on it
+            if policy in SLOW and scenario not in args.planner_scenarios:
+                continue
             fixed = dict(entry.get("adaptive", {}).get("params", {})) if policy == "priced" else None
-            result = tune(scenario, policy, seeds, fixed)
+            result = tune(scenario, policy, slow_seeds if policy in SLOW else seeds, fixed, jobs=args.jobs)
             print(f"{scenario} {policy}: {result['params']} ({result['metric']} {result['mean']:.4f}, "
                   f"se {result['se']:.4f}; {result['seconds']:.0f}s)", flush=True)
             old = entry.get(policy, {}).get("params")
@@ -130,7 +164,8 @@ def main(argv=None) -> int:
         return 1 if mismatches else 0
     doc = {
         "written_by": "benchmarks/tune_baselines.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "seeds": f"{seeds[0]}..{seeds[-1]} (training seeds; evaluation sets never used)",
+        "seeds": f"{seeds[0]}..{seeds[-1]} (training seeds; evaluation sets never used); planner "
+                 f"{slow_seeds[0]}..{slow_seeds[-1]}",
         "criterion": "best mean - 2 x standard error of the scenario's primary metric (ties: earlier grid point)",
         "grids": {p: {k: list(vals) for k, vals in GRIDS[p].items()} for p in GRIDS},
         "scenarios": table,

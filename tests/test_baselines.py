@@ -19,7 +19,8 @@ from envs.sim.model import DONE, DeviceType, LatencyProfile, ModelVariant
 from tests.conftest import golden_cluster, make_scenario, request
 
 EXPECTED = ["random", "fifo", "round-robin", "least-loaded", "sjf", "edf", "priority-greedy", "mct",
-            "infaas", "clipper-high-acc", "clipper-low-acc", "tetris", "genetic", "adaptive", "priced"]
+            "infaas", "clipper-high-acc", "clipper-low-acc", "tetris", "genetic", "adaptive", "priced",
+            "planner"]
 #: Rules documented as work-conserving: they never wait while a valid assignment exists.
 WORK_CONSERVING = {"fifo", "round-robin", "least-loaded", "sjf", "edf", "priority-greedy", "tetris"}
 

@@ -60,10 +60,12 @@ def test_batched_heuristics_choose_the_per_instance_action_at_every_decision(sce
         assert drive(sc, name, B=2, seed=300) > 100
 
 
-def test_batched_rules_cover_all_heuristics_but_the_genetic_planner():
-    assert set(BATCHED) == set(baselines.names()) - {"genetic"}
+def test_batched_rules_cover_all_heuristics_but_the_search_based_ones():
+    assert set(BATCHED) == set(baselines.names()) - {"genetic", "planner"}
     with pytest.raises(PolicyError, match="genetic.*no batched form"):
         make_batched("genetic", 4)
+    with pytest.raises(PolicyError, match="planner.*no batched form"):
+        make_batched("planner", 4)
     with pytest.raises(PolicyError, match="unknown policy 'nope'"):
         make_batched("nope", 4)
     with pytest.raises(TypeError, match="unexpected options"):
