@@ -1,8 +1,11 @@
 """The final table of a training run: trained models next to every baseline, same seeds.
 
 Uses ``baselines.load_policy`` and ``baselines.run_episode`` (common random numbers). Reports, per
-policy, the mean of the scenario's primary metric with a bootstrap 95% CI over seeds, the paired
-difference to the best heuristic with its CI, and a few secondary metrics.
+policy, the mean of the scenario's primary metric with a 95% Student-t CI over seeds (as
+``evaluate.py``), the paired difference to the best heuristic with its CI, and a few secondary
+metrics. Every registered heuristic takes part except the ``planner`` (about a minute per
+serving-small episode; ``evaluate.py --policies planner ...`` evaluates it), unless the caller
+lists the heuristics.
 """
 
 from __future__ import annotations
@@ -16,19 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from agents.envs import make_env
-from agents.evaluation import higher_is_better, mean_metrics, paired_ci
+from agents.evaluation import higher_is_better, mean_metrics
 
 SECONDARY = ("slo_attainment", "mean_accuracy", "p99_latency", "drops")
+#: Registered heuristics the final table leaves out by default (slow: a search per decision).
+SLOW_HEURISTICS = ("planner",)
 
 
-def _ci(values: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
+def _ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval of the finite values (nan interval below 2 values)."""
+    from baselines.stats import t_interval
+
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
     if v.size == 0:
         return math.nan, math.nan, math.nan
     if v.size < 2:
         return float(v.mean()), math.nan, math.nan
-    boot = v[np.random.default_rng(seed).integers(0, v.size, size=(10_000, v.size))].mean(axis=1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
+    lo, hi = t_interval(v)
     return float(v.mean()), float(lo), float(hi)
 
 
@@ -45,7 +52,7 @@ def compare_with_baselines(scenario: str, agents: dict[str, str | Path], seeds: 
 
     env = make_env(scenario, monitor=False)
     seeds = [int(s) for s in seeds]
-    names = list(heuristics) if heuristics is not None else baselines.names()
+    names = list(heuristics) if heuristics is not None else [n for n in baselines.names() if n not in SLOW_HEURISTICS]
     episodes: dict[str, list[dict[str, float]]] = {}
     wall: dict[str, float] = {}
     todo = [*((n, n) for n in names), *agents.items()]
@@ -67,7 +74,8 @@ def compare_with_baselines(scenario: str, agents: dict[str, str | Path], seeds: 
         return sign * v if math.isfinite(v) else -math.inf
 
     best = max(names, key=score) if names else None
-    out: dict = {"scenario": scenario, "metric": metric, "seeds": seeds, "best_heuristic": best, "policies": {}}
+    out: dict = {"scenario": scenario, "metric": metric, "seeds": seeds, "best_heuristic": best, "policies": {},
+                 "left_out": [n for n in baselines.names() if n not in names]}
     for label, eps in episodes.items():
         values = [ep.get(metric, math.nan) for ep in eps]
         mean, lo, hi = _ci(values)
@@ -76,7 +84,7 @@ def compare_with_baselines(scenario: str, agents: dict[str, str | Path], seeds: 
                "secondary": {k: mean_metrics(eps).get(k, math.nan) for k in SECONDARY}}
         if best is not None:
             diffs = [a - b for a, b in zip(values, [ep.get(metric, math.nan) for ep in episodes[best]], strict=True)]
-            d, dlo, dhi = paired_ci(diffs)
+            d, dlo, dhi = _ci(diffs)
             row["diff_vs_best"] = {"mean": d, "ci": [dlo, dhi]}
         out["policies"][label] = row
     if out_path:
@@ -114,3 +122,6 @@ def print_table(result: dict) -> None:
                       *(f"{row['secondary'][k]:.4g}" for k in SECONDARY), f"{row['s_per_episode']:.2f}",
                       style=style)
     Console(width=200).print(table)
+    if result.get("left_out"):
+        print(f"(95% Student-t intervals over {len(result['seeds'])} seeds; not in this table: "
+              f"{', '.join(result['left_out'])}, evaluate.py --policies {' '.join(result['left_out'])} ... runs it)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch as th
@@ -239,3 +240,21 @@ def test_train_with_warm_start_and_shaping(tmp_path, tiny_scenario):
     with pytest.raises(ValueError, match="unknown pretrain keys"):  # refused before a run folder exists
         train(TrainConfig(scenario=tiny_scenario, timesteps=64, logdir=str(tmp_path), eval_freq=0,
                           final_eval=False, progress_bar=False, overrides=["pretrain={heuristc: mct}"]))
+
+
+def test_final_table_uses_t_intervals_and_names_what_it_leaves_out(tiny_scenario, tmp_path):
+    """The training run's final table: Student-t intervals as evaluate.py, paired differences
+    against the best listed heuristic, and the heuristics it did not run named in the result."""
+    from agents.report import compare_with_baselines
+    from baselines.stats import t_interval
+
+    out = compare_with_baselines(tiny_scenario, {}, [0, 1, 2], "effective_accuracy", heuristics=["fifo", "mct"],
+                                 out_path=tmp_path / "final.json", show=False)
+    assert set(out["policies"]) == {"fifo", "mct"} and "planner" in out["left_out"]
+    for row in out["policies"].values():
+        assert row["ci"] == list(t_interval(row["values"]))
+    best = out["best_heuristic"]
+    other = ({"fifo", "mct"} - {best}).pop()
+    diffs = [a - b for a, b in zip(out["policies"][other]["values"], out["policies"][best]["values"])]
+    assert out["policies"][other]["diff_vs_best"]["ci"] == list(t_interval(diffs))
+    assert json.loads((tmp_path / "final.json").read_text())["left_out"] == out["left_out"]
