@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench results clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,22 @@ test: setup
 
 demo: setup
 	$(PY) train.py
+
+# Rebuild the README's generated result sections from the current code (about an hour on 2
+# cores): the 200-seed heuristic tables, the planner's 30-seed table and the demo's table.
+# The tuned parameters are an input (baselines/tuned.yml; benchmarks/tune_baselines.py).
+results: setup
+	$(PY) evaluate.py --scenario serving-small --scenario serving-hetero --scenario llm-serving \
+	    --scenario pipelines --scenario faulty-cluster --scenario training-cluster \
+	    --policies all --exclude genetic planner --seeds 1000-1199 --backend batched \
+	    --out results/heuristics-200 --no-progress
+	$(PY) benchmarks/readme_tables.py results/heuristics-200/results.json
+	$(PY) evaluate.py --scenario serving-small --policies planner priced adaptive mct --seeds 1000-1029 \
+	    --backend batched --jobs 2 --out results/planner-30 --no-progress
+	$(PY) benchmarks/readme_tables.py results/planner-30/results.json --section planner
+	rm -rf runs/results-demo
+	$(PY) train.py --run-name results-demo --no-progress-bar
+	$(PY) benchmarks/readme_tables.py runs/results-demo --section demo
 
 bench: setup
 	$(PY) benchmarks/env_speed.py
