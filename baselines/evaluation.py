@@ -71,6 +71,10 @@ class Interrupted(Exception):
 PARTIAL = ".partial"
 
 
+#: Registered heuristics that ``--policies all`` leaves out (a CP-SAT search per decision: about a
+#: minute per serving-small episode); named, they run.
+NOT_IN_ALL = ("planner",)
+
 #: ``--jobs`` above this many processes per core is refused (each is a Python process with torch).
 MAX_JOBS_PER_CORE = 4
 
@@ -621,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scenario", action="append", metavar="NAME|PATH",
                     help="built-in scenario name or YAML path (repeatable; default serving-small)")
     ap.add_argument("--policies", nargs="+", default=["all"], metavar="P",
-                    help="heuristic names, 'all' (every built-in heuristic), paths to SB3 .zip models, or policies "
+                    help="heuristic names, 'all' (every built-in heuristic but the slow 'planner', about a "
+                         "minute per episode: name it to add it), paths to SB3 .zip models, or policies "
                          "of your own: module:Class, path/to/file.py:Class, or the name of a "
                          "'modelsched.policies' entry point")
     ap.add_argument("--exclude", nargs="+", default=[], metavar="P",
@@ -718,10 +723,10 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
             raise UsageError(f"scenario '{spec}': {e}") from None
     specs: list[str] = []
     for p in args.policies:
-        for q in (names() if p == "all" else [p]):
+        for q in ([n for n in names() if n not in NOT_IN_ALL] if p == "all" else [p]):
             if q not in specs:
                 specs.append(q)
-    unknown = [x for x in args.exclude if x not in specs]
+    unknown = [x for x in args.exclude if x not in specs and x not in NOT_IN_ALL]
     if unknown:
         raise UsageError(f"--exclude: {', '.join(unknown)} not among the policies asked for ({', '.join(specs)})")
     specs = [x for x in specs if x not in args.exclude]

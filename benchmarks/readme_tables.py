@@ -12,7 +12,7 @@ never typed: run the command, then this script.
 
     .venv/bin/python evaluate.py --scenario serving-small --scenario serving-hetero --scenario llm-serving \\
         --scenario pipelines --scenario faulty-cluster --scenario training-cluster \\
-        --policies all --exclude genetic --seeds 1000-1199 --backend batched --out results/heuristics-200
+        --policies all --exclude genetic planner --seeds 1000-1199 --backend batched --out results/heuristics-200
     .venv/bin/python benchmarks/readme_tables.py results/heuristics-200/results.json        # rewrites README.md
     .venv/bin/python benchmarks/readme_tables.py results/heuristics-200/results.json --print
     .venv/bin/python benchmarks/readme_tables.py results/planner-30/results.json --section planner

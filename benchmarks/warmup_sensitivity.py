@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", nargs="+", type=config_arg, default=None, metavar="W:N",
                     help="warm-up seconds and number of jobs (default 0:N 1:N 1:2N 2:4N, N the scenario's)")
     ap.add_argument("--seeds", default="0-29", help="seeds (default 0-29, training seeds)")
-    ap.add_argument("--exclude", nargs="*", default=["genetic"], help="policies left out (default genetic)")
+    ap.add_argument("--exclude", nargs="*", default=["genetic", "planner"],
+                    help="policies left out (default genetic planner: no batched form, slow on the reference)")
     args = ap.parse_args(argv)
     src = REPO / "envs" / "scenarios" / f"{args.scenario}.yaml"
     if not src.is_file():

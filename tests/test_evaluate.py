@@ -308,4 +308,6 @@ def test_seed_ranges_expand_inclusively():
 
     _, policies, seeds, _ = _check_inputs(args)
     assert seeds == [1000, 1001, 1002, 7]
-    assert [p for p, _ in policies] == [n for n in baselines.names() if n not in ("genetic", "random")]
+    assert [p for p, _ in policies] == [n for n in baselines.names() if n not in ("genetic", "random", "planner")]
+    _, policies, _, _ = _check_inputs(build_parser().parse_args(["--policies", "all", "planner", "--exclude", "fifo"]))
+    assert [p for p, _ in policies][-1] == "planner" and "fifo" not in [p for p, _ in policies]
