@@ -240,3 +240,67 @@ def test_evaluate_plays_the_rllib_policy_against_the_heuristics(rllib_run, toy_y
                   "--out", tmp_path / "ray", "--backend", "batched", "--ray")[0]
     assert b["settings"]["reference_backend_for"] == ["toy"]
     assert _strip(b) == _strip(s)
+
+
+# ---------------------------------------------------------------------- train.py --sweep
+def _sweep_file(folder: Path, toy_yaml: Path, timesteps: int, **extra) -> Path:
+    sweep = {"name": "tiny", "scenario": str(toy_yaml), "algo": "maskable_ppo", "seeds": [0, 1],
+             "timesteps": timesteps, "grid": {"learning_rate": [0.001]},
+             "params": {"n_steps": 64, "batch_size": 32, "n_epochs": 1},
+             "train": {"eval_freq": 0, "final_eval": False, "checkpoint_freq": 0}, **extra}
+    path = folder / "sweep.yml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"seed": [0]}, "unknown key 'seed'; did you mean 'seeds'?"),
+    ({"train": {"eval_frq": 0}}, "train: unknown key 'eval_frq'; did you mean 'eval_freq'?"),
+    ({"params": {"learning_rat": 0.1}}, "unknown hyperparameter 'learning_rat'"),
+])
+def test_a_bad_sweep_file_is_one_error_naming_the_key_and_the_file(tmp_path, toy_yaml, capsys, extra, message):
+    import train
+
+    path = _sweep_file(tmp_path, toy_yaml, 128, **extra)
+    assert train.main(["--sweep", str(path), "--logdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_interrupted_sweep_continues_and_writes_its_summary(local_ray, tmp_path, toy_yaml):
+    """Ctrl-C during a sweep of 2 trials: no summary; the same command again keeps what finished,
+    resumes each unfinished run folder from its last checkpoint, and writes the summary."""
+    import signal
+    import time
+
+    from agents.sweep import run_sweep
+
+    path = _sweep_file(tmp_path, toy_yaml, 4096)
+    logdir = tmp_path / "runs"
+    runs = logdir / "tiny" / "runs"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--sweep", str(path), "--logdir", str(logdir)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(runs.glob("*/checkpoints/last.zip")):
+        time.sleep(0.5)
+    assert list(runs.glob("*/checkpoints/last.zip")), "no trial reached its first checkpoint"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert not (logdir / "tiny" / "sweep_summary.md").exists()
+    unfinished = [d for d in runs.iterdir() if not (d / "train_summary.json").is_file()]
+    assert unfinished, "both trials finished before the interrupt: nothing to resume"
+    assert run_sweep(path, logdir) == 0
+    for d in runs.iterdir():
+        summary = json.loads((d / "train_summary.json").read_text())
+        assert summary["phase"] == "done" and summary["num_timesteps"] == 4096
+    for d in unfinished:
+        if (d / "checkpoints" / "last.zip").is_file() and "resumed" in (d / "command.txt").read_text():
+            break
+    else:
+        raise AssertionError("no unfinished trial was resumed from its checkpoint")
+    data = json.loads((logdir / "tiny" / "sweep_summary.json").read_text())
+    assert [t["seed"] for t in data["trials"]] == [0, 1] and all(t["fps"] > 0 for t in data["trials"])
+    md = (logdir / "tiny" / "sweep_summary.md").read_text()
+    assert "| rllib-toy__maskable_ppo__s0__learning_rate=0.001 |" in md and "| rllib-toy__maskable_ppo__s1__" in md
