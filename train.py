@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
     args = sys.argv[1:] if argv is None else list(argv)
-    pre = argparse.ArgumentParser(prog="train.py", add_help=False)
+    pre = argparse.ArgumentParser(prog="train.py", add_help=False, allow_abbrev=False)
     pre.add_argument("--sweep", default=None)
     pre.add_argument("--ray", nargs="?", const="local", default=None)
     pre.add_argument("--logdir", default="runs")
