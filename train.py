@@ -27,6 +27,10 @@ Examples::
     python train.py --resume runs/<run> --timesteps 400000   # ... or train a finished one further
     python train.py --init-from runs/<run>/best_model.zip -p learning_rate=1e-5   # a new run from a model
 
+Sweeps (Ray Tune; ``pip install -e ".[ray]"``): ``python train.py --sweep SWEEP.yml [--ray ADDRESS]``
+runs recipes x seeds x hyperparameters as trials, one run folder each, and continues an
+interrupted sweep when run again; see ``agents/sweep.py`` for the file's keys.
+
 Hyperparameters come from ``agents/hyperparams/<algo>.yml`` (the scenario's entry over
 ``default``), then ``-p key=value`` overrides (values parsed as YAML), then the explicit flags
 (``--timesteps``, ``--n-envs``, ``--policy-net``, ``--no-pretrain``).
@@ -134,9 +138,17 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="torch CPU threads (small networks on few cores train fastest with 1)")
     p.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=True,
                    help="progress display of each phase (plain lines when the output is not a terminal)")
+    p.add_argument("--sweep", default=None, metavar="SWEEP.yml",
+                   help="run the sweep file's trials (recipes x seeds x hyperparameters) as Ray Tune trials, one run "
+                        "folder each in --logdir/<name>/runs; only --logdir and --ray go with it (agents/sweep.py)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="with --sweep: the Ray cluster (default a local instance; 'auto': the cluster of "
+                        "`ray start --head` here; HOST:PORT: a remote one)")
     p.add_argument("--run-name", default=None,
                    help="run folder name inside --logdir (default: <scenario>__<algo>__s<seed>__<time>)")
     a = p.parse_args(argv)
+    if a.sweep is not None or a.ray is not None:
+        p.error("--sweep and --ray are handled by main() (train.py --sweep SWEEP.yml [--ray ADDRESS])")
     argv = sys.argv[1:] if argv is None else argv
     if a.resume:
         fixed = sorted(_given(p, argv) - {"resume", *RESUME_ARGS})
@@ -183,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
+    args = sys.argv[1:] if argv is None else list(argv)
+    pre = argparse.ArgumentParser(prog="train.py", add_help=False, allow_abbrev=False)
+    pre.add_argument("--sweep", default=None)
+    pre.add_argument("--ray", nargs="?", const="local", default=None)
+    pre.add_argument("--logdir", default="runs")
+    known, rest = pre.parse_known_args(args)
+    if known.sweep is not None or known.ray is not None:
+        return _sweep_main(known, rest, args)
     cfg = parse_args(argv)
     # `kill <pid>` of a background run saves the model too, like Ctrl-C; and SIGINT interrupts
     # even when the run was started with it ignored (a shell script's background job is).
@@ -194,6 +214,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     return 130 if result.interrupted else 0
+
+
+def _sweep_main(known: argparse.Namespace, rest: list[str], argv: list[str]) -> int:
+    """``train.py --sweep SWEEP.yml [--ray ADDRESS] [--logdir DIR]``."""
+    if known.sweep is None:
+        print("train.py: error: --ray goes with --sweep SWEEP.yml (a single run trains on this machine)",
+              file=sys.stderr)
+        return 2
+    if rest:
+        print(f"train.py: error: --sweep runs the trials its file describes: {' '.join(rest)} cannot be given with "
+              f"it (put training options under the file's 'train:' and hyperparameters under 'params:' or 'grid:')",
+              file=sys.stderr)
+        return 2
+    from agents.sweep import SweepError, run_sweep
+    from modelsched.ray_cluster import RayUnavailable
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return run_sweep(known.sweep, known.logdir, None if known.ray in (None, "local") else known.ray,
+                         command=" ".join(shlex.quote(x) for x in ["python", "train.py", *argv]))
+    except (SweepError, RayUnavailable) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("train.py: sweep interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -650,6 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1, metavar="N",
                     help="torch CPU threads per process for SB3 models (default 1: the small policy networks run "
                          "fastest single-threaded, see benchmarks/eval_threads.py)")
+    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run the episodes as Ray tasks (pip install -e \".[ray]\"): with no ADDRESS on a local Ray "
+                         "instance, 'auto' on the cluster started here by `ray start --head`, HOST:PORT or "
+                         "ray://HOST:PORT on a remote one. Same results and outputs as the local run; a task whose "
+                         "worker dies is retried")
     ap.add_argument("--no-resume", dest="resume", action="store_false",
                     help="ignore episodes kept from an interrupted run of the same command (by default they are "
                          "reused: finished episodes are kept in <out>/.partial until the outputs are written)")
@@ -680,6 +685,7 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
         detect_algorithm,
         env_kwargs_for,
         is_custom_spec,
+        is_rllib_spec,
         model_path,
         policy_labels,
         writes_run_config,
@@ -701,6 +707,15 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
                          f"processes per core only adds memory and start-up time (at most {MAX_JOBS_PER_CORE * cores})")
     if args.threads < 1:
         raise UsageError("--threads must be >= 1")
+    if getattr(args, "ray", None) is not None:
+        if args.jobs > 1:
+            raise UsageError("--jobs is for local processes; with --ray the tasks spread over the cluster's CPUs")
+        from modelsched.ray_cluster import RayUnavailable, require_ray
+
+        try:
+            require_ray("--ray")
+        except RayUnavailable as e:
+            raise UsageError(str(e)) from None
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
     if args.batch_size is not None and args.backend != "batched":
@@ -739,6 +754,12 @@ def _check_inputs(args) -> tuple[list[str], list[tuple[str, str]], list[int], di
         try:
             if is_custom_spec(spec):
                 custom_policy_object(spec)
+                continue
+            if is_rllib_spec(spec):  # loaded (checking its spaces) for every scenario
+                for sc in scenarios:
+                    env = _make_env(sc, env_kwargs)
+                    load_policy(spec, env)
+                    env.close()
                 continue
             path = model_path(spec, known="all, " + ", ".join(names()))
             detect_algorithm(path)
@@ -843,8 +864,21 @@ def evaluate(args) -> list[dict]:
     bar.update(resumed)
     t0 = time.perf_counter()
     fallback: list[str] = []
+    ray_started = False
     try:
-        if args.backend == "batched":
+        if getattr(args, "ray", None) is not None:
+            from baselines.ray_eval import fallback_labels, run_on_ray
+            from modelsched.ray_cluster import RayUnavailable, connect
+
+            try:
+                ray_started = connect(None if args.ray == "local" else args.ray, "--ray")
+            except RayUnavailable as e:
+                raise UsageError(str(e)) from None
+            if args.backend == "batched":
+                fallback = fallback_labels(items, order)
+            run_on_ray(items, order, done, args, env_kwargs, bar)
+            order = []  # all done
+        elif args.backend == "batched":
             order, fallback = _run_batched_items(items, order, done, args, env_kwargs, bar)
         if args.jobs == 1:
             for i in order:
@@ -866,6 +900,10 @@ def evaluate(args) -> list[dict]:
                           f"run the same command again to continue") from None
     finally:
         bar.close()
+        if ray_started:
+            import ray
+
+            ray.shutdown()
     wall = time.perf_counter() - t0
 
     # Outputs are written into a staging folder next to --out, then put in its place in one
@@ -954,16 +992,26 @@ def _write_all(args, scenarios, policies, seeds, env_kwargs, results, wall, fall
     return summaries
 
 
+def _needs_reference(item: WorkItem) -> bool:
+    """True for a policy that the batched backend plays on the reference simulator: a heuristic
+    with no batched form, a policy of one's own, an RLlib checkpoint."""
+    from baselines import REGISTRY
+    from baselines.batched import has_batched
+    from baselines.rollout import is_custom_spec, is_rllib_spec
+
+    return ((item.policy in REGISTRY and not has_batched(item.policy)) or is_custom_spec(item.policy)
+            or is_rllib_spec(item.policy))
+
+
 def _run_batched_items(items: list[WorkItem], order: list[int], done, args, env_kwargs: dict,
-                       bar) -> tuple[list[int], list[str]]:
+                       bar, notify: bool = True) -> tuple[list[int], list[str]]:
     """Run on the batched simulator every item whose policy can (a heuristic with a batched form,
     or an SB3 model), calling ``done(i, result)`` chunk by chunk (so an interrupt keeps every
     finished chunk); returns the order of the items left for the reference backend and the
     labels of their policies (a notice is printed for each)."""
     from baselines import REGISTRY, load_policy
-    from baselines.batched import has_batched
     from baselines.batched_eval import DEFAULT_BATCH, SeedFacts, run_batched
-    from baselines.rollout import describe, env_kwargs_for, is_custom_spec
+    from baselines.rollout import describe, env_kwargs_for
     from envs.scenarios.loader import load_scenario
 
     groups: dict[tuple, list[int]] = {}
@@ -971,12 +1019,13 @@ def _run_batched_items(items: list[WorkItem], order: list[int], done, args, env_
     fallback: list[str] = []
     for i in order:
         it = items[i]
-        if (it.policy in REGISTRY and not has_batched(it.policy)) or is_custom_spec(it.policy):
+        if _needs_reference(it):
             left.append(i)
             if it.label not in fallback:
                 fallback.append(it.label)
-                print(f"evaluate.py: '{it.label}' has no batched form: its episodes run on the reference "
-                      f"simulator", file=sys.stderr)
+                if notify:
+                        print(f"evaluate.py: '{it.label}' has no batched form: its episodes run on the reference "
+                          f"simulator", file=sys.stderr)
             continue
         groups.setdefault((it.scenario, it.policy, it.label), []).append(i)
     facts: dict[str, SeedFacts] = {}

@@ -72,6 +72,15 @@ def policy_fingerprint(spec: str, policy_kwargs: tuple = ()) -> str:
         except TypeError:
             source = ""
         return f"custom:{spec}:{file_fingerprint(source) if source and os.path.isfile(source) else ''}"
+    from baselines.rollout import is_rllib_spec
+
+    if is_rllib_spec(spec):  # every file of the checkpoint
+        from agents.rllib import checkpoint_dir
+
+        root = checkpoint_dir(spec)
+        files = sorted(f for f in root.rglob("*") if f.is_file())
+        return "rllib:" + hashlib.sha1(repr([(str(f.relative_to(root)), file_fingerprint(str(f.resolve())))
+                                             for f in files]).encode()).hexdigest()
     return f"model:{file_fingerprint(str(Path(spec).resolve()))}"
 
 

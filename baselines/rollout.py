@@ -10,7 +10,8 @@ were trained. Heuristics read ``env.unwrapped.sim`` and are re-bound to ``env`` 
 
 ``load_policy(spec, env)`` returns a heuristic for a registered name, a policy of your own for
 ``module:Class`` (or ``path/to/file.py:Class``, or the name of a ``modelsched.policies`` entry
-point), or loads an SB3 ``.zip``.
+point), loads an SB3 ``.zip``, or an RLlib PPO run folder or checkpoint of ``agents.rllib``
+(which needs Ray).
 """
 
 from __future__ import annotations
@@ -197,6 +198,14 @@ def plugin_policies() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def is_rllib_spec(spec: str | Path) -> bool:
+    """True for an RLlib checkpoint folder, or a run folder of ``python -m agents.rllib`` (its
+    ``checkpoint/``); checked without importing Ray."""
+    from agents.rllib import checkpoint_dir
+
+    return checkpoint_dir(spec) is not None
+
+
 def is_custom_spec(spec: str | Path) -> bool:
     """True for a policy of one's own: ``module:attr``, ``file.py:attr`` or an entry-point name
     (never a registered heuristic, never an existing model file)."""
@@ -296,6 +305,10 @@ def load_policy(spec: str | Path, env, *, device: str = "auto", seed: int | None
         return make(name, env, seed=seed, **kwargs)
     if is_custom_spec(name):
         return make_custom(name, env, seed=seed, **kwargs)
+    if is_rllib_spec(name):
+        from agents.rllib import RLlibPolicy
+
+        return RLlibPolicy(name, env, seed=seed)
     path = model_path(name)
     if writes_run_config(path):
         # A train.py model: rebuilt from the run's config.yml, weights loaded weights-only.
@@ -408,6 +421,8 @@ def policy_label(spec: str | Path) -> str:
     if name in REGISTRY or is_custom_spec(name):
         return name
     path = Path(name)
+    if is_rllib_spec(name):  # <run>, or <run>/checkpoint: the run's folder name
+        return (path.resolve().parent if path.name == "checkpoint" else path.resolve()).name
     for folder in (path.parent, path.parent.parent):
         if (folder / "config.yml").is_file() or (folder / "args.yml").is_file():
             return f"{folder.resolve().name}/{path.stem}"
@@ -443,4 +458,6 @@ def describe(policy: Any, spec: str | Path | None = None) -> str:
         return "custom"
     if isinstance(policy, Policy):
         return "heuristic"
+    if type(policy).__name__ == "RLlibPolicy":
+        return "rllib:PPO"
     return f"sb3:{getattr(policy, '_modelsched_algo', type(policy).__name__)}"

@@ -30,7 +30,7 @@ def _dict_space(env: gym.Env) -> spaces.Dict:
     return space
 
 
-class FlattenScheduling(gym.ObservationWrapper):
+class FlattenScheduling(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """The observation as one float32 ``Box(-1, 1, (n,))``: ``tasks`` (K x task features),
     ``devices`` (D x device features), ``estimates`` (K x V x D) and ``global`` (5), each
     flattened in C order and concatenated in that order (:data:`FLAT_ORDER`). ``slices[key]``
@@ -39,7 +39,8 @@ class FlattenScheduling(gym.ObservationWrapper):
     """
 
     def __init__(self, env: gym.Env):
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
         space = _dict_space(env)
         self._shapes = {k: space[k].shape for k in FLAT_ORDER}
         self.slices: dict[str, slice] = {}
@@ -62,14 +63,18 @@ class FlattenScheduling(gym.ObservationWrapper):
         return self.env.unwrapped.action_masks()
 
 
-class ActionMaskObservation(gym.ObservationWrapper):
+class ActionMaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """``Dict{"observations": ..., "action_mask": Box(0, 1, (n_actions,), float32)}``: the
     observation (flattened as :class:`FlattenScheduling` does, or the original ``Dict`` with
     ``flatten=False``) and the exact mask of valid actions (1 valid, 0 invalid; waiting, the
-    last action, is always 1), the layout RLlib's and TorchRL's action-masking models read."""
+    last action, is always 1), the layout RLlib's and TorchRL's action-masking models read
+    (``agents.rllib`` trains RLlib PPO on it, tested; TorchRL's ``ActionMask`` transform expects
+    the same ``"action_mask"`` entry, not tested here). Both wrappers record their arguments,
+    so ``env.spec`` recreates them (``gym.make(env.spec)``)."""
 
     def __init__(self, env: gym.Env, flatten: bool = True):
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, flatten=flatten)
+        gym.ObservationWrapper.__init__(self, env)
         base = _dict_space(env)
         self._flat = FlattenScheduling(env) if flatten else None
         n = int(env.action_space.n)

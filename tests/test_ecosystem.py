@@ -138,6 +138,28 @@ def test_action_mask_observation(flatten):
             obs, _ = env.reset()
 
 
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
+@pytest.mark.filterwarnings("ignore:.*not having a spec")
+@pytest.mark.parametrize("env_id", envs.registered_ids())
+def test_action_mask_observation_on_every_id(env_id):
+    """The canonical masked form (RLlib, TorchRL): Gymnasium's checker passes, every observation
+    is in the space and its mask is env.action_masks() at every step of whole episodes."""
+    gym_check_env(ActionMaskObservation(gym.make(env_id, disable_env_checker=True).unwrapped))
+    env = ActionMaskObservation(gym.make(env_id, disable_env_checker=True))
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=3)
+    episodes = steps = 0
+    while episodes < 2 and steps < 400:
+        assert env.observation_space.contains(obs)
+        assert np.array_equal(obs["action_mask"], env.unwrapped.action_masks().astype(np.float32))
+        obs, _, term, trunc, _ = env.step(int(rng.choice(np.flatnonzero(obs["action_mask"]))))
+        steps += 1
+        if term or trunc:
+            episodes += 1
+            obs, _ = env.reset()
+    assert steps > 20
+
+
 def test_wrappers_refuse_other_observations():
     with pytest.raises(TypeError, match="Dict observation"):
         FlattenScheduling(gym.make("CartPole-v1"))
