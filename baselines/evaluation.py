@@ -18,7 +18,9 @@ per-seed distributions, where the percentile and BCa bootstraps (``baselines.sta
 **Backends.** ``--backend reference`` plays each episode on its own ``SchedulingEnv``;
 ``--backend batched`` plays many seeds at once on the batched simulator
 (:mod:`baselines.batched_eval`): heuristics with a batched form and SB3 models run there,
-``genetic`` and ``planner`` on the reference (with a notice). Both give the same results and outputs.
+``genetic`` and ``planner`` on the reference (with a notice). Both give the same results and
+outputs. With ``--ray [ADDRESS]`` the episodes run as Ray tasks over a cluster, with either
+backend inside each task (:mod:`baselines.ray_eval`), with the same results and outputs.
 
 **Outputs** in ``--out`` (one scenario) or ``--out/<scenario>/`` (several; then ``--out`` also
 gets ``results.json`` = ``{"scenarios": [...]}``, a combined ``results.csv`` and ``results.md``):
@@ -1024,7 +1026,7 @@ def _run_batched_items(items: list[WorkItem], order: list[int], done, args, env_
             if it.label not in fallback:
                 fallback.append(it.label)
                 if notify:
-                        print(f"evaluate.py: '{it.label}' has no batched form: its episodes run on the reference "
+                    print(f"evaluate.py: '{it.label}' has no batched form: its episodes run on the reference "
                           f"simulator", file=sys.stderr)
             continue
         groups.setdefault((it.scenario, it.policy, it.label), []).append(i)
