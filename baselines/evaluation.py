@@ -80,6 +80,16 @@ NOT_IN_ALL = ("planner",)
 #: ``--jobs`` above this many processes per core is refused (each is a Python process with torch).
 MAX_JOBS_PER_CORE = 4
 
+def without_run_fields(d):
+    """A results.json (or any part of it) without what differs between two runs of the same
+    evaluation: wall times and the run's settings. Two runs agree iff these are equal."""
+    if isinstance(d, dict):
+        return {k: without_run_fields(v) for k, v in d.items() if k not in ("wall_s", "wall_s_total", "settings")}
+    if isinstance(d, list):
+        return [without_run_fields(x) for x in d]
+    return d
+
+
 def episode_seed(seed: int, episode: int) -> int:
     """Reset seed of episode ``episode`` of evaluation seed ``seed`` (``seed`` for episode 0)."""
     if episode == 0:

@@ -30,18 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _strip(d):
-    if isinstance(d, dict):
-        return {k: _strip(v) for k, v in d.items() if k not in ("wall_s", "wall_s_total", "settings")}
-    if isinstance(d, list):
-        return [_strip(x) for x in d]
-    return d
 
 
 def eval_part(scenario: str, policies: list[str], seeds: str) -> None:
     import ray
 
-    from baselines.evaluation import build_parser, evaluate
+    from baselines.evaluation import build_parser, evaluate, without_run_fields
 
     tmp = Path(tempfile.mkdtemp(prefix="ray_speed_"))
     common = ["--scenario", scenario, "--policies", *policies, "--seeds", seeds, "--no-progress", "--no-resume"]
@@ -59,7 +53,7 @@ def eval_part(scenario: str, policies: list[str], seeds: str) -> None:
             walls[cpus] = time.perf_counter() - t0
         finally:
             ray.shutdown()
-        assert _strip(res) == _strip(local), "Ray results differ from the local run"
+        assert without_run_fields(res) == without_run_fields(local), "Ray results differ from the local run"
         rows.append((f"--ray, local instance of {cpus} CPU(s)", walls[cpus], None))
     print(f"\n## evaluate.py --ray: {scenario}, {len(policies)} policies x {len(local['seeds'])} seeds = {n} episodes\n")
     print("| run | wall (s) | episodes/s | x 1 Ray worker |")

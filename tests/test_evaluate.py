@@ -16,7 +16,14 @@ import pytest
 import baselines
 import envs  # noqa: F401  (registers the ids)
 from baselines import make, run_episode
-from baselines.evaluation import EVAL_SEEDS, TRAINING_SEEDS, build_parser, episode_seed, evaluate
+from baselines.evaluation import (
+    EVAL_SEEDS,
+    TRAINING_SEEDS,
+    build_parser,
+    episode_seed,
+    evaluate,
+    without_run_fields,
+)
 from baselines.stats import bootstrap_ci, paired_difference, summarize
 from envs.env import SchedulingEnv
 from tests.conftest import golden_cluster, make_scenario, request
@@ -217,12 +224,6 @@ def test_several_scenarios_get_one_folder_each(tmp_path):
 
 
 # ---------------------------------------------------------------------- batched backend
-def _strip_walls(d):
-    if isinstance(d, dict):
-        return {k: _strip_walls(v) for k, v in d.items() if k not in ("wall_s", "wall_s_total", "settings")}
-    if isinstance(d, list):
-        return [_strip_walls(x) for x in d]
-    return d
 
 
 def test_batched_backend_gives_the_reference_results_and_outputs(tmp_path):
@@ -236,7 +237,7 @@ def test_batched_backend_gives_the_reference_results_and_outputs(tmp_path):
     a = json.loads((tmp_path / "ref" / "results.json").read_text())
     b = json.loads((tmp_path / "bat" / "results.json").read_text())
     assert a["seeds"] == [5, 6, 7] and a["episodes_per_seed"] == 2
-    assert _strip_walls(a) == _strip_walls(b)
+    assert without_run_fields(a) == without_run_fields(b)
     assert b["settings"]["backend"] == "batched" and b["settings"]["reference_backend_for"] == []
     assert (tmp_path / "ref" / "results.csv").read_text() == (tmp_path / "bat" / "results.csv").read_text()
     table = lambda p: [ln for ln in p.read_text().splitlines() if ln.startswith("|")]  # noqa: E731
@@ -253,7 +254,7 @@ def test_a_policy_with_no_batched_form_runs_on_the_reference_with_a_notice(tmp_p
     bat = evaluate(build_parser().parse_args([*common, "--out", str(tmp_path / "b"), "--backend", "batched"]))[0]
     assert "'genetic' has no batched form: its episodes run on the reference simulator" in capsys.readouterr().err
     assert bat["settings"]["reference_backend_for"] == ["genetic"]
-    assert _strip_walls(ref) == _strip_walls(bat)
+    assert without_run_fields(ref) == without_run_fields(bat)
 
 
 def test_batched_backend_evaluates_a_trained_model_like_the_reference(tmp_path):
@@ -269,7 +270,7 @@ def test_batched_backend_evaluates_a_trained_model_like_the_reference(tmp_path):
     bat = evaluate(build_parser().parse_args([*common, "--out", str(tmp_path / "b"), "--no-progress",
                                               "--backend", "batched"]))[0]
     assert bat["policies"]["tiny"]["kind"] == "sb3:MaskablePPO"
-    assert _strip_walls(ref["policies"]) == _strip_walls(bat["policies"])
+    assert without_run_fields(ref["policies"]) == without_run_fields(bat["policies"])
     # A model of another scenario's spaces is refused with both shapes named.
     r = _run_cli("--scenario", "serving-hetero", "--seeds", "0", "--policies", str(path), "--backend", "batched",
                  "--out", str(tmp_path / "c"))

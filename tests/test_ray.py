@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from baselines.evaluation import build_parser, evaluate
+from baselines.evaluation import build_parser, evaluate, without_run_fields
 from tests.conftest import BLOCK_HEAVY_IMPORTS
 
 ray = pytest.importorskip("ray", reason='Ray is the optional extra: pip install -e ".[ray]"')
@@ -49,13 +49,6 @@ def toy_yaml(tmp_path_factory):
     return path
 
 
-def _strip(d):
-    """A results.json without what differs between any two runs: wall times, run settings."""
-    if isinstance(d, dict):
-        return {k: _strip(v) for k, v in d.items() if k not in ("wall_s", "wall_s_total", "settings")}
-    if isinstance(d, list):
-        return [_strip(x) for x in d]
-    return d
 
 
 def _evaluate(*argv):
@@ -72,13 +65,13 @@ def test_ray_evaluation_gives_the_local_results_and_files(local_ray, tmp_path, t
     common = ["--scenario", scenario, "--seeds", seeds, "--policies", *policies, "--backend", backend]
     local = _evaluate(*common, "--out", tmp_path / "local")[0]
     on_ray = _evaluate(*common, "--out", tmp_path / "ray", "--ray")[0]
-    assert _strip(local) == _strip(on_ray)
+    assert without_run_fields(local) == without_run_fields(on_ray)
     assert local["settings"] == on_ray["settings"]  # the same run, wherever its episodes ran
     for name in ("results.csv", "results.md"):
         assert (tmp_path / "local" / name).read_text() == (tmp_path / "ray" / name).read_text()
     a = json.loads((tmp_path / "local" / "results.json").read_text())
     b = json.loads((tmp_path / "ray" / "results.json").read_text())
-    assert _strip(a) == _strip(b) and len(a["policies"]["fifo"]["metrics"]["effective_accuracy"]["per_seed"]) == (
+    assert without_run_fields(a) == without_run_fields(b) and len(a["policies"]["fifo"]["metrics"]["effective_accuracy"]["per_seed"]) == (
         6 if backend == "reference" else 3)
     if backend == "batched":
         assert on_ray["settings"]["reference_backend_for"] == ["genetic"]
@@ -113,7 +106,7 @@ def test_a_task_whose_worker_dies_is_retried(local_ray, tmp_path, monkeypatch):
     on_ray = _evaluate("--seeds", "0", "1", "--policies", spec, "fifo", "--out", tmp_path / "ray", "--ray")[0]
     assert marker.read_text() == "died once"  # a worker did die, and its task ran again
     local = _evaluate("--seeds", "0", "1", "--policies", spec, "fifo", "--out", tmp_path / "local")[0]
-    assert _strip(on_ray) == _strip(local)
+    assert without_run_fields(on_ray) == without_run_fields(local)
     assert on_ray["policies"][spec]["metrics"] == on_ray["policies"]["fifo"]["metrics"]
 
 
@@ -245,7 +238,7 @@ def test_evaluate_plays_the_rllib_policy_against_the_heuristics(rllib_run, toy_y
     b = _evaluate("--scenario", toy_yaml, "--seeds", "0", "1", "--policies", "fifo", "edf", rllib_run,
                   "--out", tmp_path / "batched", "--backend", "batched")[0]
     assert b["settings"]["reference_backend_for"] == ["toy"]
-    assert _strip(b) == _strip(s)
+    assert without_run_fields(b) == without_run_fields(s)
 
 
 # ---------------------------------------------------------------------- train.py --sweep
