@@ -6,7 +6,8 @@ never typed: run the command, then this script.
 * ``heuristics-200`` (default) and ``planner``: tables from an ``evaluate.py`` results.json
   (several scenarios, or one);
 * ``demo``: the final table of a ``train.py`` run folder (``final_eval.json`` and
-  ``train_summary.json``), e.g. the one ``make demo`` writes.
+  ``train_summary.json``), e.g. the one ``make demo`` writes;
+* ``agent-study``: the table of a ``benchmarks/agent_study.py`` run (its ``summary.json``).
 
 ``make results`` runs every command and this script for each section.
 
@@ -17,6 +18,7 @@ never typed: run the command, then this script.
     .venv/bin/python benchmarks/readme_tables.py results/heuristics-200/results.json --print
     .venv/bin/python benchmarks/readme_tables.py results/planner-30/results.json --section planner
     .venv/bin/python benchmarks/readme_tables.py runs/demo/<run> --section demo
+    .venv/bin/python benchmarks/readme_tables.py results/agent-study/summary.json --section agent-study
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("heuristics-200", "planner", "demo")
+SECTIONS = ("heuristics-200", "planner", "demo", "agent-study")
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -110,12 +112,19 @@ def main(argv=None) -> int:
     try:
         if args.section == "demo":
             text, what = demo_table(args.results), "the demo's table"
+        elif args.section == "agent-study":
+            sys.path.insert(0, str(REPO / "benchmarks"))
+            from agent_study import markdown
+
+            report = json.loads(args.results.read_text())
+            text, what = markdown(report), f"the agent study of {len(report['scenarios'])} scenario(s)"
         else:
             results = json.loads(args.results.read_text())
             text = tables(results)
             what = f"the tables of {len(results.get('scenarios', [results]))} scenario(s)"
     except (OSError, ValueError, KeyError) as e:
-        kind = "a train.py run folder" if args.section == "demo" else "an evaluate.py results.json"
+        kind = {"demo": "a train.py run folder", "agent-study": "an agent_study.py summary.json"}.get(
+            args.section, "an evaluate.py results.json")
         print(f"readme_tables.py: {args.results}: not {kind} ({type(e).__name__}: {e})", file=sys.stderr)
         return 2
     if args.print:

@@ -101,3 +101,11 @@ def test_aggregation_on_hand_made_results(tmp_path, monkeypatch):
     agent_study.main(["--scenario", "serving-small", "--train-seeds", "0-1", "--select-seeds", "0-1",
                       "--eval-seeds", "1000-1002", "--logdir", str(tmp_path / "runs"), "--out", str(out)])
     assert calls == []
+    # the README section is the study's own table
+    from benchmarks import readme_tables as rt
+
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- agent-study:begin -->\nold\n<!-- agent-study:end -->\nb\n")
+    assert rt.main([str(out / "summary.json"), "--section", "agent-study", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert md.strip() in text and "old" not in text and text.endswith("<!-- agent-study:end -->\nb\n")
