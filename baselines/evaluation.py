@@ -28,6 +28,12 @@ gets ``results.json`` = ``{"scenarios": [...]}``, a combined ``results.csv`` and
 have policy ``ideal_bound``), ``results.md``, ``metrics.png`` (means with 95% CIs on axes zoomed
 to the values, bound dashed), ``paired_differences.png`` (each policy minus the best heuristic on
 the primary metric, with paired CIs) and ``latency_cdf.png``. Every file is written to a temporary file in the same folder, then renamed.
+
+**Upper bound.** Each policy's ``gap_to_upper_bound``: the ideal bound of the primary metric
+(a higher-is-better one) minus the policy's, paired per seed (no schedule does better than the
+bound; :mod:`baselines.bound`); ``results.md`` shows it under the table. A policy of kind
+``reference`` (a clairvoyant schedule, :mod:`baselines.optimum`) is never the best heuristic,
+and the others' ``gap_to_clairvoyant`` is reported beside it.
 """
 
 from __future__ import annotations
@@ -223,6 +229,18 @@ def summarize_scenario(sr: ScenarioResult) -> dict:
             continue
         diff = paired_difference(per_seed_values(sr.runs[label], sr.seeds, pm), ref)
         policies[label]["paired_vs_best_heuristic"] = {"metric": pm, "against": best_heuristic, **diff}
+    # Gaps to the references (higher-is-better primary metrics): to the upper bound (the ideal
+    # bound: no schedule does better) and, when it is in the table, to ``clairvoyant`` (the
+    # best schedule found knowing the whole episode); paired per seed.
+    upper = per_seed_values(first, sr.seeds, pm, key="ideal_bound") if higher and pm in bound_names else None
+    clair = next((lbl for lbl in sr.labels if policies[lbl]["kind"] == "reference"), None)
+    clair_v = per_seed_values(sr.runs[clair], sr.seeds, pm) if clair and higher else None
+    for label in sr.labels:
+        mine = per_seed_values(sr.runs[label], sr.seeds, pm)
+        policies[label]["gap_to_upper_bound"] = (None if upper is None else
+                                                 {"metric": pm, **paired_difference(upper, mine)})
+        policies[label]["gap_to_clairvoyant"] = (None if clair_v is None or label == clair else
+                                                 {"metric": pm, "against": clair, **paired_difference(clair_v, mine)})
     return {
         "scenario": sr.name,
         "scenario_spec": sr.spec,
@@ -371,6 +389,17 @@ def markdown(summary: dict) -> str:
     lines.append("| *bound (ideal, no queueing)* | " + " | ".join(cell(b.get(m)) for m in cols) + " |"
                  + (" |" if bh else ""))
     lines.append("")
+    gaps = [(lbl, p.get("gap_to_upper_bound"), p.get("gap_to_clairvoyant")) for lbl, p in pols.items()]
+    if any(g for _, g, _ in gaps):
+        clair = next((g["against"] for _, _, g in gaps if g), None)
+        lines += [f"Gaps in {pm}, paired per seed [95% t CI]: to `upper_bound` (the ideal bound: no schedule "
+                  f"does better)" + (f" and to `{clair}` (the best schedule found knowing the whole episode)"
+                                     if clair else "") + ".", "",
+                  "| policy | gap to upper_bound |" + (" gap to clairvoyant |" if clair else ""),
+                  "|---|---|" + ("---|" if clair else "")]
+        for lbl, g, c in gaps:
+            lines.append(f"| {lbl} | {cell(g)} |" + ((" — |" if c is None else f" {cell(c)} |") if clair else ""))
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -452,8 +452,10 @@ def policy_labels(specs: list[str]) -> list[str]:
 
 
 def describe(policy: Any, spec: str | Path | None = None) -> str:
-    """``heuristic`` (a built-in rule), ``custom`` (a policy of your own, named by ``spec``) or
+    """``heuristic`` (a built-in rule), ``reference`` (``clairvoyant``: not a baseline), ``custom`` (a policy of your own, named by ``spec``) or
     ``sb3:<Algorithm>``."""
+    if getattr(policy, "reference", False) is True:  # e.g. baselines.optimum:ClairvoyantPolicy
+        return "reference"
     if spec is not None and is_custom_spec(spec):
         return "custom"
     if isinstance(policy, Policy):

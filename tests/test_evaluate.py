@@ -18,6 +18,7 @@ import envs  # noqa: F401  (registers the ids)
 from baselines import make, run_episode
 from baselines.evaluation import (
     EVAL_SEEDS,
+    NOT_IN_ALL,
     TRAINING_SEEDS,
     build_parser,
     episode_seed,
@@ -186,6 +187,12 @@ def test_cli_tiny_run_writes_every_output(tmp_path):
     assert {r["policy"] for r in rows} == {"fifo", "random", "ideal_bound"}
     md = (out / "results.md").read_text()
     assert "**" in md and "| fifo |" in md and "bound" in md
+    bound = data["ideal_bound"]["metrics"]["effective_accuracy"]["mean"]
+    for pol in data["policies"].values():  # the gap to the upper bound, paired per seed
+        gap = pol["gap_to_upper_bound"]
+        assert gap["mean"] == pytest.approx(bound - pol["metrics"]["effective_accuracy"]["mean"], abs=1e-12)
+        assert gap["mean"] >= 0 and pol["gap_to_clairvoyant"] is None
+    assert "| policy | gap to upper_bound |" in md and "gap to clairvoyant" not in md
     assert any(p.name.startswith("events.out.tfevents") for p in tb.rglob("*"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
@@ -309,6 +316,6 @@ def test_seed_ranges_expand_inclusively():
 
     _, policies, seeds, _ = _check_inputs(args)
     assert seeds == [1000, 1001, 1002, 7]
-    assert [p for p, _ in policies] == [n for n in baselines.names() if n not in ("genetic", "random", "planner")]
+    assert [p for p, _ in policies] == [n for n in baselines.names() if n not in ("genetic", "random", *NOT_IN_ALL)]
     _, policies, _, _ = _check_inputs(build_parser().parse_args(["--policies", "all", "planner", "--exclude", "fifo"]))
     assert [p for p, _ in policies][-1] == "planner" and "fifo" not in [p for p, _ in policies]
