@@ -7,7 +7,8 @@ never typed: run the command, then this script.
   (several scenarios, or one);
 * ``demo``: the final table of a ``train.py`` run folder (``final_eval.json`` and
   ``train_summary.json``), e.g. the one ``make demo`` writes;
-* ``agent-study``: the table of a ``benchmarks/agent_study.py`` run (its ``summary.json``).
+* ``agent-study`` and ``agent-study-dagger``: the table of a ``benchmarks/agent_study.py`` run
+  (its ``summary.json``).
 
 ``make results`` runs every command and this script for each section.
 
@@ -30,7 +31,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("heuristics-200", "planner", "demo", "agent-study")
+SECTIONS = ("heuristics-200", "planner", "demo", "agent-study", "agent-study-dagger")
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     try:
         if args.section == "demo":
             text, what = demo_table(args.results), "the demo's table"
-        elif args.section == "agent-study":
+        elif args.section.startswith("agent-study"):
             sys.path.insert(0, str(REPO / "benchmarks"))
             from agent_study import markdown
 
@@ -123,8 +124,8 @@ def main(argv=None) -> int:
             text = tables(results)
             what = f"the tables of {len(results.get('scenarios', [results]))} scenario(s)"
     except (OSError, ValueError, KeyError) as e:
-        kind = {"demo": "a train.py run folder", "agent-study": "an agent_study.py summary.json"}.get(
-            args.section, "an evaluate.py results.json")
+        kind = ("a train.py run folder" if args.section == "demo" else "an agent_study.py summary.json"
+                if args.section.startswith("agent-study") else "an evaluate.py results.json")
         print(f"readme_tables.py: {args.results}: not {kind} ({type(e).__name__}: {e})", file=sys.stderr)
         return 2
     if args.print:
