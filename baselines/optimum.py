@@ -73,6 +73,7 @@ from collections import deque
 import numpy as np
 
 from baselines.base import NOISE_Z, Policy
+from baselines.planner import _cp_model, single_worker_solver
 
 US = 1e6
 #: Objective units: one thousandth of accuracy = SCALE; the tie-break costs 1 per microsecond of
@@ -82,14 +83,6 @@ SCALE = 100_000
 
 class Unsupported(ValueError):
     """The scenario has a feature the clairvoyant model does not have (the message names it)."""
-
-
-def _cp_model():
-    try:
-        from ortools.sat.python import cp_model
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ImportError("the 'clairvoyant' reference needs OR-Tools: pip install ortools") from e
-    return cp_model
 
 
 def check_supported(env) -> None:
@@ -190,7 +183,7 @@ class Planner:
         self.K = sim.K
         self.stats = {"rounds": 0, "optimal_rounds": 0, "infeasible_rounds": 0, "wall_capped_rounds": 0, "solve_s": 0.0,
                       "planned_on_time_value": 0.0}
-        self.cp = _cp_model()
+        self.cp = _cp_model("the clairvoyant reference")
 
     def run(self) -> dict[int, list]:
         n = len(self.tasks)
@@ -440,12 +433,8 @@ class Planner:
             if len(ivs) > 1:
                 m_.AddNoOverlap(ivs)
         m_.Maximize(sum(objective))
-        solver = cp_model.CpSolver()
+        solver = single_worker_solver(cp_model, self.time_limit, 20)
         prm = solver.parameters
-        prm.num_workers = 1
-        prm.random_seed = 0
-        prm.max_deterministic_time = self.time_limit
-        prm.max_time_in_seconds = 20 * self.time_limit
         t0 = time.perf_counter()
         status = solver.Solve(m_)
         self.stats["solve_s"] += time.perf_counter() - t0

@@ -59,12 +59,24 @@ SCALE = 100_000
 US = 1e6
 
 
-def _cp_model():
+def _cp_model(who: str = "the 'planner' policy"):
     try:
         from ortools.sat.python import cp_model
     except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ImportError("the 'planner' policy needs OR-Tools: pip install ortools") from e
+        raise ImportError(f"{who} needs OR-Tools: pip install ortools") from e
     return cp_model
+
+
+def single_worker_solver(cp_model, time_limit: float, wall_factor: float):
+    """A CP-SAT solver with one worker, seed 0 and a deterministic time limit (reproducible),
+    capped at ``wall_factor`` x that limit in wall-clock seconds."""
+    solver = cp_model.CpSolver()
+    prm = solver.parameters
+    prm.num_workers = 1
+    prm.random_seed = 0
+    prm.max_deterministic_time = time_limit
+    prm.max_time_in_seconds = wall_factor * time_limit
+    return solver
 
 
 class PlannerPolicy(PricedPolicy):
@@ -318,12 +330,8 @@ class PlannerPolicy(PricedPolicy):
                 m.Add(sum(int(math.ceil(float(cl.var_memory[var]) * 1000)) * b for b, var in u)
                       <= int(math.floor(cap * 1000)))
         m.Maximize(sum(objective))
-        solver = cp_model.CpSolver()
+        solver = single_worker_solver(cp_model, self.time_limit, 10)
         prm = solver.parameters
-        prm.num_workers = 1
-        prm.random_seed = 0
-        prm.max_deterministic_time = self.time_limit
-        prm.max_time_in_seconds = 10 * self.time_limit
         prm.cp_model_presolve = False  # small models solved hundreds of times per episode: presolve and
         prm.linearization_level = 0  # the LP relaxation cost more than they save (~30% of the time)
         status = solver.solve(m)

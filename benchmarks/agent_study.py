@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -99,21 +100,19 @@ def train(scenario: str, seed: int, teacher: str, args, log: Path) -> Path:
     summary = folder / "train_summary.json"
     if summary.exists() and json.loads(summary.read_text()).get("phase") == "done":
         return folder
-    cmd = [sys.executable, "train.py", "--scenario", scenario, "--seed", str(seed), "--vec", "batched",
-           "--logdir", str(args.logdir), "--run-name", name, "--no-final-eval", "--no-progress-bar",
-           "--eval-freq", str(args.eval_freq), "-p", f"pretrain.heuristic={teacher}"]
-    if args.timesteps:
-        cmd += ["--timesteps", str(args.timesteps)]
-    if folder.exists():  # an interrupted run: continue it exactly
-        last = folder / "checkpoints" / "last.zip"
-        cmd = ([sys.executable, "train.py", "--resume", str(folder), "--no-final-eval", "--no-progress-bar"]
-               if last.exists() else cmd)
-        if not last.exists():
-            import shutil
-
+    last = folder / "checkpoints" / "last.zip"
+    if last.exists():  # an interrupted run: continue it exactly (its own args.yml; no overrides)
+        cmd = [sys.executable, "train.py", "--resume", str(folder), "--no-final-eval", "--no-progress-bar"]
+    else:
+        if folder.exists():  # stopped before its first checkpoint: start again
             shutil.rmtree(folder)
-    for ov in args.param:
-        cmd += ["-p", ov]
+        cmd = [sys.executable, "train.py", "--scenario", scenario, "--seed", str(seed), "--vec", "batched",
+               "--logdir", str(args.logdir), "--run-name", name, "--no-final-eval", "--no-progress-bar",
+               "--eval-freq", str(args.eval_freq), "-p", f"pretrain.heuristic={teacher}"]
+        if args.timesteps:
+            cmd += ["--timesteps", str(args.timesteps)]
+        for ov in args.param:
+            cmd += ["-p", ov]
     run(cmd, log)
     return folder
 

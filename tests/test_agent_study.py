@@ -109,3 +109,30 @@ def test_aggregation_on_hand_made_results(tmp_path, monkeypatch):
     assert rt.main([str(out / "summary.json"), "--section", "agent-study", "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert md.strip() in text and "old" not in text and text.endswith("<!-- agent-study:end -->\nb\n")
+
+
+def test_an_interrupted_run_is_resumed_as_it_was_started(tmp_path, monkeypatch):
+    """A run folder with a checkpoint and no finished summary continues with ``--resume`` (which
+    takes no hyperparameter overrides); one stopped before its first checkpoint starts again."""
+    import argparse
+
+    calls = []
+
+    def fake_run(cmd, log):
+        calls.append(cmd)
+        folder = Path(cmd[cmd.index("--resume") + 1]) if "--resume" in cmd else \
+            Path(cmd[cmd.index("--logdir") + 1]) / cmd[cmd.index("--run-name") + 1]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train_summary.json").write_text(json.dumps({"phase": "done"}))
+
+    monkeypatch.setattr(agent_study, "run", fake_run)
+    args = argparse.Namespace(logdir=str(tmp_path), eval_freq=0, timesteps=16384, param=["pretrain.episodes=5"])
+    (tmp_path / "a__s0" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "a__s0" / "checkpoints" / "last.zip").write_bytes(b"")
+    (tmp_path / "a__s1").mkdir()
+    (tmp_path / "a__s1" / "stale.txt").write_text("x")
+    agent_study.train("a", 0, "priced", args, tmp_path / "log")
+    agent_study.train("a", 1, "priced", args, tmp_path / "log")
+    assert "--resume" in calls[0] and "-p" not in calls[0]
+    assert "--resume" not in calls[1] and calls[1][-2:] == ["-p", "pretrain.episodes=5"]
+    assert not (tmp_path / "a__s1" / "stale.txt").exists()
