@@ -36,12 +36,22 @@ MIXERS = ("attention", "deepsets")
 
 
 def _dims(observation_space: spaces.Dict) -> tuple[int, int, int, int, int, int, int]:
-    """(K, V, D, F_t, F_d, G, A) from the environment's Dict observation space."""
+    """(K, V, D, F_t, F_d, G, A) from the environment's Dict observation space (A: the actions
+    of one batch-size block plus wait)."""
     K, Ft = observation_space["tasks"].shape
     D, Fd = observation_space["devices"].shape
     _, V, _ = observation_space["estimates"].shape
     (G,) = observation_space["global"].shape
     return K, V, D, Ft, Fd, G, K * V * D + 1
+
+
+def _blocks(encoder, action_space) -> int:
+    """Batch-size blocks of the action space: ``Discrete(blocks * K * V * D + 1)``."""
+    per = encoder.K * encoder.V * encoder.D
+    n = int(action_space.n) - 1
+    if n % per:
+        raise ValueError(f"action space Discrete({n + 1}) is not blocks x K*V*D + 1 with K*V*D = {per}")
+    return n // per
 
 
 class SlotEncoder(BaseFeaturesExtractor):
@@ -65,8 +75,15 @@ class SlotEncoder(BaseFeaturesExtractor):
         if mixer not in MIXERS:
             raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
         K, V, D, Ft, Fd, G, _ = _dims(observation_space)
+        #: Dynamic batching: devices also see their running batch, the global token the
+        #: per-capability queues, and the batchable counts (K, V) go to the scorer.
+        self.batching = "batch" in observation_space.spaces
+        if self.batching:
+            Fd += 1
+            G += observation_space["queues"].shape[0]
         H = embed_dim
-        super().__init__(observation_space, features_dim=(K + D + 1) * H + K * V * D + K * Ft + K)
+        super().__init__(observation_space, features_dim=(K + D + 1) * H + K * V * D + K * Ft + K
+                         + (K * V if "batch" in observation_space.spaces else 0))
         self.K, self.V, self.D, self.Ft, self.H = K, V, D, Ft, H
         self.mixer = mixer
         # A task token also sees its own row of estimates (which variants/devices would meet the SLO).
@@ -83,6 +100,9 @@ class SlotEncoder(BaseFeaturesExtractor):
 
     def forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
         tasks, devices, est, glob = obs["tasks"], obs["devices"], obs["estimates"], obs["global"]
+        if self.batching:
+            devices = th.cat([devices, obs["device_batch"][..., None]], dim=-1)
+            glob = th.cat([glob, obs["queues"]], dim=-1)
         B = tasks.shape[0]
         K, D = self.K, self.D
         present = tasks[..., 0] > 0.5  # (B, K): feature 0 of a task slot is "present"
@@ -100,18 +120,21 @@ class SlotEncoder(BaseFeaturesExtractor):
                 dm = tokens[:, K:K + D].mean(1)
                 ctx = th.cat([tm, dm, tokens[:, -1]], dim=-1)[:, None, :].expand(-1, tokens.shape[1], -1)
                 tokens = tokens + layer(th.cat([tokens, ctx], dim=-1))
-        return th.cat([tokens.reshape(B, -1), est.reshape(B, -1), tasks.reshape(B, -1),
-                       present.float()], dim=1)
+        parts = [tokens.reshape(B, -1), est.reshape(B, -1), tasks.reshape(B, -1), present.float()]
+        if self.batching:
+            parts.append(obs["batch"].reshape(B, -1))
+        return th.cat(parts, dim=1)
 
     def unpack(self, features: th.Tensor) -> tuple[th.Tensor, ...]:
         """Inverse of the flat layout: task (B,K,H), device (B,D,H), global (B,H), estimates
-        (B,K,V,D), raw tasks (B,K,F_t), present (B,K)."""
+        (B,K,V,D), raw tasks (B,K,F_t), present (B,K); with batching, then the batchable counts
+        (B,K,V)."""
         B = features.shape[0]
         K, V, D, Ft, H = self.K, self.V, self.D, self.Ft, self.H
-        sizes = [K * H, D * H, H, K * V * D, K * Ft, K]
-        t, d, g, est, raw, present = th.split(features, sizes, dim=1)
-        return (t.reshape(B, K, H), d.reshape(B, D, H), g, est.reshape(B, K, V, D),
-                raw.reshape(B, K, Ft), present)
+        sizes = [K * H, D * H, H, K * V * D, K * Ft, K] + ([K * V] if self.batching else [])
+        t, d, g, est, raw, present, *batch = th.split(features, sizes, dim=1)
+        out = (t.reshape(B, K, H), d.reshape(B, D, H), g, est.reshape(B, K, V, D), raw.reshape(B, K, Ft), present)
+        return out + ((batch[0].reshape(B, K, V),) if self.batching else ())
 
 
 class FlatSlotEncoder(SlotEncoder):
@@ -134,10 +157,20 @@ class CandidateScorer(nn.Module):
     candidate; two more layers make the score a nonlinear function of all of them.
     """
 
-    def __init__(self, encoder: SlotEncoder, hidden: int = 64, layers: int = 2):
+    def __init__(self, encoder: SlotEncoder, hidden: int = 64, layers: int = 2, blocks: int = 1):
         super().__init__()
         H, V, Ft = encoder.H, encoder.V, encoder.Ft
         self.encoder_layout = encoder.unpack
+        #: Batch-size blocks of the action space (dynamic batching): a candidate (k, v, d) in
+        #: block b adds an embedding of b and of the batchable count of (k, v) as block b sees it.
+        self.blocks = blocks
+        if blocks > 1:
+            if not getattr(encoder, "batching", False):
+                raise ValueError(f"the action space has {blocks} batch-size blocks but the observation has no "
+                                 f"'batch' key")
+            self.block = nn.Parameter(th.zeros(blocks, hidden))
+            self.block_count = nn.Parameter(th.empty(blocks, hidden))
+            nn.init.normal_(self.block_count, std=1.0)
         self.task = nn.Linear(H, hidden)
         # Variant slot v of task k: its raw features (capability one-hot, size, floor...) projected
         # with a separate matrix per slot, i.e. an embedding of (capability, variant) pairs.
@@ -154,14 +187,17 @@ class CandidateScorer(nn.Module):
         self.wait = nn.Sequential(nn.Linear(3 * H, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, features: th.Tensor) -> th.Tensor:
-        t, d, g, est, raw, present = self.encoder_layout(features)
+        t, d, g, est, raw, present, *batch = self.encoder_layout(features)
         B, K, V, D = est.shape
         a = self.task(t)[:, :, None, :] + th.einsum("bkf,vfh->bkvh", raw, self.task_variant)
         # The estimate and whether it meets the SLO (est <= -0.5 means on time; see the env).
         e = self.estimate(th.stack([est, (est <= -0.5).float()], dim=-1))  # (B, K, V, D, h)
         x = a[:, :, :, None, :] + self.device(d)[:, None, None, :, :] + e \
             + self.glob(g)[:, None, None, None, :]
-        scores = self.out(self.body(x)).reshape(B, K * V * D)
+        if self.blocks > 1:  # (B, blocks, K, V, D, h), block-major as the action space
+            count = batch[0][:, None, :, :, None] * self.block_count[None, :, None, None, :]  # (B, nb, K, V, h)
+            x = x[:, None] + (self.block[None, :, None, None, :] + count)[:, :, :, :, None, :]
+        scores = self.out(self.body(x)).reshape(B, self.blocks * K * V * D)
         w = present[..., None]
         pooled = th.cat([(t * w).sum(1) / w.sum(1).clamp(min=1.0), d.mean(1), g], dim=-1)
         return th.cat([scores, self.wait(pooled)], dim=1)
@@ -172,13 +208,13 @@ class CandidateHeads(nn.Module):
     (the policy's ``action_net`` is the identity) and the critic latent is an MLP over pooled
     tokens."""
 
-    def __init__(self, encoder: SlotEncoder, hidden: int = 64, layers: int = 2):
+    def __init__(self, encoder: SlotEncoder, hidden: int = 64, layers: int = 2, blocks: int = 1):
         super().__init__()
-        self.scorer = CandidateScorer(encoder, hidden, layers)
+        self.scorer = CandidateScorer(encoder, hidden, layers, blocks)
         self.unpack = encoder.unpack
         H = encoder.H
         self.critic = nn.Sequential(nn.Linear(3 * H, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.latent_dim_pi = encoder.K * encoder.V * encoder.D + 1
+        self.latent_dim_pi = blocks * encoder.K * encoder.V * encoder.D + 1
         self.latent_dim_vf = hidden
 
     def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
@@ -188,7 +224,7 @@ class CandidateHeads(nn.Module):
         return self.scorer(features)
 
     def forward_critic(self, features: th.Tensor) -> th.Tensor:
-        t, d, g, _, _, present = self.unpack(features)
+        t, d, g, _, _, present, *_ = self.unpack(features)
         w = present[..., None]
         pooled = th.cat([(t * w).sum(1) / w.sum(1).clamp(min=1.0), d.mean(1), g], dim=-1)
         return self.critic(pooled)
@@ -206,7 +242,8 @@ class _CandidateActorCritic:
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
-        self.mlp_extractor = CandidateHeads(self.features_extractor, self.head_dim, self.head_layers)
+        self.mlp_extractor = CandidateHeads(self.features_extractor, self.head_dim, self.head_layers,
+                                            _blocks(self.features_extractor, self.action_space))
 
     def _build(self, lr_schedule) -> None:
         self._build_mlp_extractor()
@@ -245,7 +282,8 @@ class CandidateQNetwork(QNetwork):
         self.head_dim = head_dim
         self.head_layers = head_layers
         super().__init__(*args, **kwargs)
-        self.q_net = CandidateScorer(self.features_extractor, head_dim, head_layers)
+        self.q_net = CandidateScorer(self.features_extractor, head_dim, head_layers,
+                                     _blocks(self.features_extractor, self.action_space))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

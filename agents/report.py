@@ -22,7 +22,8 @@ from agents.envs import make_env
 from agents.evaluation import higher_is_better, mean_metrics
 
 SECONDARY = ("slo_attainment", "mean_accuracy", "p99_latency", "drops")
-#: Registered heuristics the final table leaves out by default (slow: a search per decision).
+#: Registered heuristics the final table leaves out by default (slow: a search per decision);
+#: it also leaves out the batching rules (``batching_rule``) on scenarios without batching.
 SLOW_HEURISTICS = ("planner",)
 
 
@@ -52,7 +53,10 @@ def compare_with_baselines(scenario: str, agents: dict[str, str | Path], seeds: 
 
     env = make_env(scenario, monitor=False)
     seeds = [int(s) for s in seeds]
-    names = list(heuristics) if heuristics is not None else [n for n in baselines.names() if n not in SLOW_HEURISTICS]
+    batching = getattr(env.unwrapped, "B", 1) > 1
+    names = list(heuristics) if heuristics is not None else [
+        n for n in baselines.names() if n not in SLOW_HEURISTICS
+        and (batching or not getattr(baselines.REGISTRY[n], "batching_rule", False))]
     episodes: dict[str, list[dict[str, float]]] = {}
     wall: dict[str, float] = {}
     todo = [*((n, n) for n in names), *agents.items()]

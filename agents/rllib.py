@@ -217,10 +217,11 @@ class RLlibPolicy:
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True,
                 action_masks=None):
-        from envs.wrappers import FLAT_ORDER
+        from envs.wrappers import BATCH_ORDER, FLAT_ORDER
 
         torch = self._torch
-        flat = np.concatenate([np.asarray(observation[k], dtype=np.float32).ravel() for k in FLAT_ORDER])
+        keys = FLAT_ORDER + BATCH_ORDER if "batch" in observation else FLAT_ORDER  # (as FlattenScheduling)
+        flat = np.concatenate([np.asarray(observation[k], dtype=np.float32).ravel() for k in keys])
         mask = np.asarray(action_masks, dtype=np.float32)
         with torch.no_grad():
             out = self.module.forward_inference({"obs": {"observations": torch.from_numpy(flat[None]),

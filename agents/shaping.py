@@ -106,10 +106,11 @@ class RewardShaping(gym.Wrapper):
         return float(t.accuracy) if self.base == "effective_accuracy" else 1.0
 
     def _running_tasks(self) -> dict[int, object]:
+        sim = self.env.unwrapped.sim
         out = {}
-        for dev in self.env.unwrapped.sim.devices:
-            if dev.task is not None:
-                out[dev.task.id] = dev.task
+        for dev in sim.devices:  # (every member of a running batch)
+            for tid in sim.running_batch(dev.index):
+                out[tid] = sim.task(tid)
         return out
 
     def phi(self) -> float:
@@ -117,17 +118,18 @@ class RewardShaping(gym.Wrapper):
         value = 0.0
         seen = set()
         for dev in sim.devices:
-            t = dev.task
-            if t is None or t.id in seen:
-                continue
-            seen.add(t.id)
-            if t.arrival < self._warmup:
-                continue
-            late = dev.busy_until > t.deadline + 1e-12
-            if self.base == "env":
-                value += self._w_acc * (t.accuracy - self._best[t.cap_index]) - (self._w_slo if late else 0.0)
-            elif not late:
-                value += float(t.accuracy) if self.base == "effective_accuracy" else 1.0
+            for tid in sim.running_batch(dev.index):  # (every member of a running batch)
+                t = sim.task(tid)
+                if t.id in seen:
+                    continue
+                seen.add(t.id)
+                if t.arrival < self._warmup:
+                    continue
+                late = dev.busy_until > t.deadline + 1e-12
+                if self.base == "env":
+                    value += self._w_acc * (t.accuracy - self._best[t.cap_index]) - (self._w_slo if late else 0.0)
+                elif not late:
+                    value += float(t.accuracy) if self.base == "effective_accuracy" else 1.0
         if self.base == "env" and self._w_drop and sim.queue_ids:
             est = sim.estimates()  # (K, V, D) seconds from now, inf where impossible; refreshes the window
             n = len(sim.window)
@@ -164,11 +166,14 @@ class RewardShaping(gym.Wrapper):
             candidates = dict(self._running)
             a = int(action)
             if a != base.wait_action:
-                k = a // (base.V * base.D)
-                base.sim.action_mask()  # brings the window up to date
-                window = base.sim.window
-                if k < len(window):
-                    candidates[window[k].id] = window[k]
+                b, rest = divmod(a, base.K * base.V * base.D)  # (b > 0: a batch, see the env)
+                k, rest = divmod(rest, base.V * base.D)
+                sim = base.sim
+                sim.action_mask()  # brings the window up to date
+                if k < min(len(sim.queue_ids), base.K):
+                    n = base.batch_sizes[b] if b < base.B else 1
+                    for i in sim.batch_members(k, rest // base.D, n) if n > 1 else [k]:
+                        candidates[sim.queue_ids[i]] = sim.task(sim.queue_ids[i])
         obs, reward, terminated, truncated, info = self.env.step(action)
         terms = info.get("reward_terms") or {}
         if self.base == "env":

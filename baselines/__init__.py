@@ -14,6 +14,7 @@ Each policy's docstring states its rule and its published source.
 from __future__ import annotations
 
 from baselines.base import DecisionView, Policy
+from baselines.batching import ClockworkPolicy, InfaasBatchPolicy, TritonPolicy
 from baselines.genetic import GeneticPolicy
 from baselines.heuristics import (
     AdaptivePolicy,
@@ -38,6 +39,7 @@ REGISTRY: dict[str, type[Policy]] = {cls.name: cls for cls in (
     RandomPolicy, FifoPolicy, RoundRobinPolicy, LeastLoadedPolicy, SjfPolicy, EdfPolicy,
     PriorityGreedyPolicy, MctPolicy, InfaasPolicy, ClipperHighAccPolicy, ClipperLowAccPolicy,
     TetrisPolicy, GeneticPolicy, AdaptivePolicy, PricedPolicy, PlannerPolicy,
+    ClockworkPolicy, TritonPolicy, InfaasBatchPolicy,
 )}
 
 

@@ -33,7 +33,7 @@ class DecisionView:
 
     __slots__ = ("sim", "cluster", "now", "K", "V", "D", "n", "tasks", "mask", "est", "est_safe",
                  "exec", "load", "cold", "wait", "runs", "deadline", "arrival", "slack", "slo",
-                 "priority", "caps", "acc", "variant", "size", "nreq")
+                 "priority", "caps", "acc", "variant", "size", "nreq", "B", "batch_sizes")
 
     def __init__(self, sim):
         self.sim = sim
@@ -42,6 +42,9 @@ class DecisionView:
         est = sim.estimates()  # (K, V, D), inf where the pair can never run
         tasks = self.tasks = sim.window
         self.K, self.V, self.D = self.mask.shape
+        #: Batch sizes of the action space (dynamic batching; ``(1,)`` without).
+        self.batch_sizes = getattr(sim, "batch_sizes", (1,))
+        self.B = len(self.batch_sizes)
         self.n = n = len(tasks)
         self.now = now = sim.now
         K = self.K
@@ -73,12 +76,14 @@ class DecisionView:
         factor = math.exp(NOISE_Z * sigma) if sigma > 0 else 1.0
         self.est_safe = self.est + (factor - 1.0) * self.exec if factor != 1.0 else self.est
 
-    def action(self, k: int, v: int, d: int) -> int:
-        return (int(k) * self.V + int(v)) * self.D + int(d)
+    def action(self, k: int, v: int, d: int, b: int = 0) -> int:
+        """The action index of (window slot k, variant slot v, device d), as the leader of a
+        batch of ``batch_sizes[b]`` (block ``b`` of the action space; 0: alone)."""
+        return ((int(b) * self.K + int(k)) * self.V + int(v)) * self.D + int(d)
 
     @property
     def wait_action(self) -> int:
-        return self.K * self.V * self.D
+        return self.B * self.K * self.V * self.D
 
     def task_has_valid(self) -> np.ndarray:
         """(K,) the task has at least one valid assignment now."""

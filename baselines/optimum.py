@@ -98,6 +98,8 @@ def check_supported(env) -> None:
     if not sim.drop_expired:
         raise Unsupported("clairvoyant: drop_expired: false is not modelled (tasks the plan leaves out "
                           "would hold the window)")
+    if getattr(sim, "B", 1) > 1:
+        raise Unsupported("clairvoyant: dynamic batching (batching.sizes) is not modelled")
     pm = env.scenario.primary_metric
     if pm != "effective_accuracy":
         raise Unsupported(f"clairvoyant: the model maximises effective_accuracy; this scenario's primary "

@@ -37,7 +37,15 @@ GRIDS: dict[str, dict[str, tuple]] = {
     # the CP-SAT planner's price on device-seconds (its fallback is priced as tuned above); it has
     # no batched form, so its episodes run on the reference simulator (about a minute each)
     "planner": {"price": (0.5, 1.0, 2.0)},
+    # the batching rules (baselines/batching.py), on scenarios with dynamic batching only
+    # (elsewhere they are their batch-1 rules); reference simulator (no batched form)
+    "clockwork": {"variant": ("any", "fastest", "median", "most_accurate", "adaptive"), "prefer": ("batch", "accuracy"),
+                  "threshold": (0.5, 2.0)},  # (threshold: of variant adaptive only)
+    "triton": {"variant": ("fastest", "median", "most_accurate"), "max_batch": (4, 8, 16), "max_delay": (0.1, 0.3)},
+    "infaas-batch": {"accuracy_first": (False, True)},
 }
+#: Policies tuned only on scenarios with dynamic batching (``batching.sizes``).
+BATCHING = {"clockwork", "triton", "infaas-batch"}
 #: Policies tuned on fewer seeds by default because each episode is slow (see --planner-seeds).
 SLOW = {"planner"}
 #: Scenarios the planner is tuned on by default (elsewhere it keeps its class defaults): its
@@ -90,7 +98,7 @@ def tune(scenario: str, policy: str, seeds: list[int], fixed: dict | None = None
     t0 = time.perf_counter()
     for params in points(policy):
         params = {**(fixed or {}), **params}
-        if has_batched(policy):
+        if has_batched(policy) and sc.batch_sizes == (1,):  # (the batched simulator refuses batching)
             res = run_batched(sc, policy, policy, seeds, facts=facts, policy_kwargs=params)
         else:
             res = run_reference(scenario, policy, seeds, params, jobs)
@@ -112,6 +120,7 @@ def main(argv=None) -> int:
 
     import envs
     from baselines.tuned import TUNED_FILE
+    from envs.scenarios.loader import load_scenario
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", nargs="+", default=envs.builtin_scenarios())
@@ -145,6 +154,8 @@ def main(argv=None) -> int:
         entry = dict(table.get(scenario, {}))
         for policy in [p for p in GRIDS if p in args.policies]:  # adaptive first: priced builds on it
             if policy in SLOW and scenario not in args.planner_scenarios:
+                continue
+            if policy in BATCHING and load_scenario(scenario).batch_sizes == (1,):
                 continue
             fixed = dict(entry.get("adaptive", {}).get("params", {})) if policy == "priced" else None
             result = tune(scenario, policy, slow_seeds if policy in SLOW else seeds, fixed, jobs=args.jobs)

@@ -166,6 +166,24 @@ def encode_into(mask, tasks, est, dev, glob, free_at, avail,
                 est[k, v, d] = x if x < 1.0 else 1.0
 
 
+def batch_features(sim) -> dict[str, np.ndarray]:
+    """The observation keys of dynamic batching (layout in :class:`envs.env.SchedulingEnv`):
+    ``batch`` (K, V), ``queues`` (C,), ``device_batch`` (D,), float32 in [0, 1]."""
+    top = float(sim.batch_sizes[-1])
+    batch = np.minimum(sim.batch_counts() / top, 1.0).astype(np.float32)
+    C, K = sim.cluster.num_caps, sim.K
+    q = sim.queue_ids
+    if q:
+        caps = sim._ktab[sim._tkind[np.array(q, dtype=np.int64)], 3].astype(np.int64)
+        per_cap = np.bincount(caps, minlength=C).astype(np.float64)
+    else:
+        per_cap = np.zeros(C)
+    queues = (per_cap / (per_cap + K)).astype(np.float32)
+    running = np.array([len(sim.running_batch(d)) for d in range(sim.cluster.num_devices)], dtype=np.float64)
+    device_batch = np.minimum(running / top, 1.0).astype(np.float32)
+    return {"batch": batch, "queues": queues, "device_batch": device_batch}
+
+
 @dataclass(frozen=True)
 class ObservationScales:
     """Scales of the observation, fixed for an env's lifetime (and shared by every instance of a

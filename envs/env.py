@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.encoding import ENCODE, ObservationScales, shape_features
+from envs.encoding import ENCODE, ObservationScales, batch_features, shape_features
 from envs.render import render_ansi, render_gantt
 from envs.scenarios.loader import Scenario, load_scenario
 from envs.sim.metrics import episode_metrics
@@ -79,6 +79,13 @@ class SchedulingEnv(gym.Env):
     MaskablePPO). An invalid action raises ``ValueError`` naming the slot, variant, device and the
     reason; with ``invalid_action="penalize"`` it becomes a wait with reward ``-invalid_penalty``.
 
+    With dynamic batching (a scenario's ``batching.sizes``, B sizes ``n_0 = 1 < n_1 < ...``) the
+    space is ``Discrete(B * K * V * D + 1)``: index ``b * K * V * D + (k * V + v) * D + d``
+    starts task ``k`` and the next ``n_b - 1`` queued tasks of its capability that variant slot
+    ``v`` can serve, as one batch on device ``d`` (``envs.sim.simulator.Simulator``,
+    ``batch_sizes``); block ``b = 0`` is the unbatched action, and the last index waits. The mask
+    stays exact (enough such tasks queued, within the variant's ``max_batch``).
+
     ## Observation Space
 
     ``Dict`` of float32 ``Box`` es, each within [-1, 1]:
@@ -97,6 +104,14 @@ class SchedulingEnv(gym.Env):
     * ``global`` (5,): backlog beyond K as b / (b + K), elapsed fraction of the horizon (or of
       the workload span), recent arrival rate (over about 20 mean inter-arrival gaps) over its
       episode mean as r / (r + 1), current device utilization, queue fill fraction.
+
+    With dynamic batching, three more keys (what a policy needs to batch well):
+
+    * ``batch`` (K, V): batchable queued tasks from slot k on (the task itself included, see
+      the action space) for variant slot v, over the largest batch size (clipped to 1).
+    * ``queues`` (C,): queued tasks of each capability q as q / (q + K).
+    * ``device_batch`` (D,): requests in the execution each device runs, over the largest
+      batch size (0 when idle).
 
     ## Rewards
 
@@ -138,6 +153,9 @@ class SchedulingEnv(gym.Env):
       faulty-cluster and pipelines run twice as many requests per episode after a warm-up
       (1, 1, 1 and 5 s), so that the start-up transient (no model loaded) no longer decides
       their rankings. Results of v0 and v1 are not comparable.
+      Later in v1, without changing any existing scenario: the scenario key ``batching``
+      (dynamic batching: a block of actions per batch size, three more observation keys) and
+      the scenario ``serving-batched`` that uses it.
     * v0: initial release.
     """
 
@@ -163,10 +181,13 @@ class SchedulingEnv(gym.Env):
         self.sim = Simulator(cl, sc.workload, visible_tasks=sc.visible_tasks,
                              queue_capacity=sc.queue_capacity, drop_expired=sc.drop_expired,
                              noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures,
-                             warmup=sc.warmup_s)
+                             warmup=sc.warmup_s, batch_sizes=sc.batch_sizes)
         self.K, self.V, self.D = sc.visible_tasks, cl.num_slots, cl.num_devices
         C, T, M = cl.num_caps, cl.num_types, cl.num_variants
-        self.n_actions = self.K * self.V * self.D + 1
+        #: Batch sizes of the action space (1 block each; ``(1,)`` without batching).
+        self.batch_sizes = sc.batch_sizes
+        self.B = len(sc.batch_sizes)
+        self.n_actions = self.B * self.K * self.V * self.D + 1
         self.wait_action = self.n_actions - 1
         self.action_space = MaskedDiscrete(self.n_actions, self.action_masks)
         self.task_features = 1 + C + 7
@@ -177,6 +198,8 @@ class SchedulingEnv(gym.Env):
             "devices": box(self.D, self.device_features),
             "estimates": box(self.K, self.V, self.D),
             "global": box(5),
+            **({"batch": box(self.K, self.V), "queues": box(C), "device_batch": box(self.D)}
+               if self.B > 1 else {}),
         })
         # Scales of the observation (one reference draw of the workload; for a trace this also
         # reads the file now, so a malformed trace fails at make()).
@@ -239,13 +262,15 @@ class SchedulingEnv(gym.Env):
         if a == self.wait_action:
             self._wait()
         else:
-            k, rest = divmod(a, self.V * self.D)
+            b, rest = divmod(a, self.K * self.V * self.D)
+            k, rest = divmod(rest, self.V * self.D)
             v, d = divmod(rest, self.D)
-            reason = sim.check_assignment(k, v, d)
+            reason = sim.check_assignment(k, v, d, b)
             if reason is None:
-                sim.assign(k, v, d, checked=True)
+                sim.assign(k, v, d, checked=True, b=b)
             elif self.invalid_action == "raise":
-                raise ValueError(f"invalid action {a}: queue slot {k}, variant slot {v}, device {d}: "
+                batch = f", batch of {self.batch_sizes[b]}" if b else ""
+                raise ValueError(f"invalid action {a}: queue slot {k}, variant slot {v}, device {d}{batch}: "
                                  f"{REASONS[reason]}")
             else:
                 penalty = self.invalid_penalty
@@ -304,7 +329,8 @@ class SchedulingEnv(gym.Env):
         if self._mask_key == (sim.queue_version, sim.dev_version):
             return self._mask.copy()
         mask = np.empty(self.n_actions, dtype=bool)
-        mask[:-1] = self.sim.action_mask().ravel()
+        mask[:-1] = self.sim.action_mask().ravel() if self.B == 1 else \
+            np.moveaxis(self.sim.batch_mask(), 3, 0).ravel()
         mask[-1] = True
         return mask
 
@@ -325,9 +351,16 @@ class SchedulingEnv(gym.Env):
         """Encode the observation (and the action mask, cached until the state changes)."""
         mask, tasks, est, dev, glob = ENCODE(*self._encode_args())
         sim = self.sim
-        self._mask = mask
         self._mask_key = (sim.queue_version, sim.dev_version)
-        return {"tasks": tasks, "devices": dev, "estimates": est, "global": glob}
+        obs = {"tasks": tasks, "devices": dev, "estimates": est, "global": glob}
+        if self.B > 1:
+            full = np.empty(self.n_actions, dtype=bool)
+            full[:-1] = np.moveaxis(sim.batch_mask(), 3, 0).ravel()
+            full[-1] = True
+            mask = full
+            obs.update(batch_features(sim))
+        self._mask = mask
+        return obs
 
     def _encode_args(self) -> tuple:
         """The arguments of :func:`envs.encoding.encode_numpy` (and of its compiled twin) for

@@ -21,19 +21,27 @@ from gymnasium import spaces
 #: The order in which :class:`FlattenScheduling` concatenates the observation's arrays (each
 #: flattened in C order): the task window, the devices, the per-assignment estimates, the globals.
 FLAT_ORDER = ("tasks", "devices", "estimates", "global")
+#: The keys a scenario with dynamic batching adds, concatenated after :data:`FLAT_ORDER`.
+BATCH_ORDER = ("batch", "queues", "device_batch")
 
 
 def _dict_space(env: gym.Env) -> spaces.Dict:
     space = env.observation_space
-    if not isinstance(space, spaces.Dict) or set(space.spaces) != set(FLAT_ORDER):
-        raise TypeError(f"expected a modelsched env with the Dict observation {FLAT_ORDER}, got {space}")
+    if not isinstance(space, spaces.Dict) or set(space.spaces) not in (set(FLAT_ORDER), set(FLAT_ORDER + BATCH_ORDER)):
+        raise TypeError(f"expected a modelsched env with the Dict observation {FLAT_ORDER} (plus {BATCH_ORDER} "
+                        f"with dynamic batching), got {space}")
     return space
+
+
+def _order(space: spaces.Dict) -> tuple[str, ...]:
+    return FLAT_ORDER + BATCH_ORDER if "batch" in space.spaces else FLAT_ORDER
 
 
 class FlattenScheduling(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """The observation as one float32 ``Box(-1, 1, (n,))``: ``tasks`` (K x task features),
     ``devices`` (D x device features), ``estimates`` (K x V x D) and ``global`` (5), each
-    flattened in C order and concatenated in that order (:data:`FLAT_ORDER`). ``slices[key]``
+    flattened in C order and concatenated in that order (:data:`FLAT_ORDER`; with dynamic
+    batching, then ``batch``, ``queues`` and ``device_batch``, :data:`BATCH_ORDER`). ``slices[key]``
     gives each array's range in the flat vector; ``unflatten(x)`` gives the Dict back.
     ``FlattenScheduling(gym.make("modelsched/ServingSmall-v1"))``.
     """
@@ -42,21 +50,22 @@ class FlattenScheduling(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.ObservationWrapper.__init__(self, env)
         space = _dict_space(env)
-        self._shapes = {k: space[k].shape for k in FLAT_ORDER}
+        self._keys = _order(space)
+        self._shapes = {k: space[k].shape for k in self._keys}
         self.slices: dict[str, slice] = {}
         start = 0
-        for k in FLAT_ORDER:
+        for k in self._keys:
             n = int(np.prod(self._shapes[k]))
             self.slices[k] = slice(start, start + n)
             start += n
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(start,), dtype=np.float32)
 
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([np.asarray(observation[k], dtype=np.float32).ravel() for k in FLAT_ORDER])
+        return np.concatenate([np.asarray(observation[k], dtype=np.float32).ravel() for k in self._keys])
 
     def unflatten(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The Dict observation of a flat one (views into ``x``)."""
-        return {k: x[self.slices[k]].reshape(self._shapes[k]) for k in FLAT_ORDER}
+        return {k: x[self.slices[k]].reshape(self._shapes[k]) for k in self._keys}
 
     def action_masks(self) -> np.ndarray:
         """The exact mask of the wrapped env (``env.unwrapped.action_masks()``)."""

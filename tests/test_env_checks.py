@@ -113,6 +113,13 @@ def reference_mask(env) -> np.ndarray:
                     pool = [e for e in sim.devices if e.type is dev.type and e.up and e.task is None]
                     ok = len(pool) >= t.devices_required
                 mask[(k * env.V + v) * env.D + d] = ok
+                # Dynamic batching: block b leads a batch of sizes[b] (k and the next queued
+                # tasks of its capability that the variant serves alone).
+                joinable = [u for u in sim.queue[k:] if u.capability == t.capability and u.devices_required == 1
+                            and var.accuracy >= u.min_accuracy and u.size + u.size2 <= var.max_size]
+                for b, n in enumerate(env.batch_sizes[1:], start=1):
+                    can = ok and t.devices_required == 1 and len(joinable) >= n and n <= var.max_batch
+                    mask[((b * env.K + k) * env.V + v) * env.D + d] = can
     return mask
 
 

@@ -17,6 +17,7 @@ import envs  # noqa: F401  (registers the ids)
 from envs.config import ConfigError, ScenarioWarning, load_yaml
 from envs.scenarios import loader
 from envs.scenarios.loader import (
+    BATCHING_KEYS,
     DEVICE_KEYS,
     DEVICE_TYPE_KEYS,
     REWARD_KEYS,
@@ -313,7 +314,7 @@ def code_keys() -> dict[str, tuple[str, ...]]:
     poisson = workload_keys("poisson")
     keys = {
         "top": TOP_KEYS, "device": DEVICE_KEYS, "device_type": DEVICE_TYPE_KEYS,
-        "variant": VARIANT_ENTRY_KEYS + VARIANT_KEYS, "reward": REWARD_KEYS,
+        "variant": VARIANT_ENTRY_KEYS + VARIANT_KEYS, "reward": REWARD_KEYS, "batching": BATCHING_KEYS,
         "popularity": POPULARITY_KEYS, "min_accuracy": FLOOR_KEYS,
         "dag.template": TEMPLATE_KEYS, "dag.stage": STAGE_KEYS,
         "workload.poisson": poisson,
@@ -356,6 +357,7 @@ MINIMAL = {
     "variant": lambda d, tmp: (d, d["variants"].append(
         {k: v for k, v in TINY_VARIANT.items()}) or d["variants"][-1]),
     "reward": lambda d, tmp: (d, d.__setitem__("reward", {}) or d["reward"]),
+    "batching": lambda d, tmp: (d, d.__setitem__("batching", {"sizes": [1, 2]}) or d["batching"]),
     "workload.poisson": lambda d, tmp: (d, d.__setitem__("workload", {
         "kind": "poisson", "num_jobs": 5, "slo_multiplier": 2.0, "mix": {"image-classification": 1}, "load": 0.5})
         or d["workload"]),

@@ -258,6 +258,11 @@ def _gang_preference(cl) -> np.ndarray:
     return pref
 
 
+class UnsupportedFeature(ValueError):
+    """The scenario uses a feature of the reference simulator that the batched one does not
+    implement (refused by name, never approximated)."""
+
+
 class BatchedSimulator:
     """``num_envs`` instances of one scenario, each stepped as ``SchedulingEnv`` would step it.
 
@@ -281,6 +286,11 @@ class BatchedSimulator:
             raise ValueError(f"unknown backend {backend!r}: this batched simulator has {list(BACKENDS)}")
         if invalid_action not in ("raise", "penalize"):
             raise ValueError(f"invalid_action must be 'raise' or 'penalize', got {invalid_action!r}")
+        if scenario.batch_sizes != (1,):
+            raise UnsupportedFeature(
+                f"scenario '{scenario.name}': dynamic batching (batching.sizes {list(scenario.batch_sizes)}) is "
+                f"not implemented by the batched simulator; run it on the reference simulator (SchedulingEnv / "
+                f"gym.make, train.py --vec dummy or subproc, evaluate.py --backend reference)")
         self.scenario = sc = scenario
         self.backend = backend
         self.num_envs = B = int(num_envs)

@@ -33,13 +33,17 @@ TRACE_KEYWORDS = ("trace", "time_scale", "trace_window", "on_bad_rows", "max_job
 #: Keys of a scenario file's top level (docs/scenarios.md describes each).
 TOP_KEYS = ("name", "description", "primary_metric", "device_types", "devices", "variants", "workload",
             "reward", "trace_replay", "horizon", "visible_tasks", "queue_capacity", "drop_expired",
-            "noise_cv", "failures", "warmup_s")
+            "noise_cv", "failures", "warmup_s", "batching")
 #: Keys of one entry of ``devices``.
 DEVICE_KEYS = ("type", "count", "node")
 #: Keys of a device type (under ``device_types`` or in the library).
 DEVICE_TYPE_KEYS = ("memory_gb", "load_bandwidth_gbps", "load_overhead_s", "cost_per_hour", "mtbf_s", "mttr_s")
 #: Keys of a variant (in the library, or written in full under ``variants``).
-VARIANT_KEYS = ("capability", "accuracy", "memory_gb", "latency", "max_size", "scaling_efficiency")
+VARIANT_KEYS = ("capability", "accuracy", "memory_gb", "latency", "max_size", "scaling_efficiency", "max_batch")
+#: Keys of the ``batching`` section (dynamic batching of DNN requests).
+BATCHING_KEYS = ("sizes",)
+#: Most batch sizes a scenario may offer (each multiplies the action space).
+MAX_BATCH_CHOICES = 8
 #: Extra keys of a variant written as a mapping under ``variants``.
 VARIANT_ENTRY_KEYS = ("name", "from_library")
 #: Keys of the ``reward`` section.
@@ -81,6 +85,9 @@ class Scenario:
     warmup_s: float = 0.0
     """Warm-up period: tasks arriving before it count in neither the reward nor the metrics
     (:class:`envs.sim.simulator.Simulator` ``warmup``)."""
+    batch_sizes: tuple[int, ...] = (1,)
+    """Dynamic batching: the numbers of requests one assignment may start together (the
+    ``batching.sizes`` key; ``(1,)``: no batching)."""
     description: str = ""
     source: str = "<dict>"
     raw: dict = field(default_factory=dict)
@@ -268,6 +275,7 @@ def load_scenario(spec: str | Path | dict, *, overrides_from: str = "keyword", *
     if replay is not None:
         Section(replay, f"{source}: trace_replay", TRACE_REPLAY_KEYS)
     horizon = top.get("horizon", (float, type(None)), None, gt=0.0, allow_inf=True)
+    batch_sizes = _parse_batching(top, cluster)
     scenario = Scenario(
         name=name, cluster=cluster, workload=workload,
         primary_metric=top.get("primary_metric", str, choices=PRIMARY_METRICS),
@@ -279,10 +287,38 @@ def load_scenario(spec: str | Path | dict, *, overrides_from: str = "keyword", *
         horizon=math.inf if horizon is None else horizon,
         failures=top.get("failures", bool, True),
         warmup_s=top.get("warmup_s", float, 0.0, low=0.0),
+        batch_sizes=batch_sizes,
         description=description, source=source, raw=raw,
     )
     top.done()
     return scenario
+
+
+def _parse_batching(top: Section, cluster: Cluster) -> tuple[int, ...]:
+    """The ``batching`` section: ``sizes``, the numbers of requests an assignment may batch,
+    strictly increasing from 1. A size no variant of the scenario can take (every variant's
+    ``max_batch`` is smaller) is refused: its actions would always be masked."""
+    if not top.has("batching") or top.data["batching"] is None:
+        top.get("batching", (dict, type(None)), None)
+        return (1,)
+    sec = top.section("batching", keys=BATCHING_KEYS)
+    where = f"{sec.loc('sizes')}.sizes"
+    sizes = sec.get("sizes", list)
+    if not sizes or not all(isinstance(x, int) and not isinstance(x, bool) for x in sizes):
+        raise ConfigError(f"{where}: must be a non-empty list of integers (requests per batch), got {sizes!r}")
+    if sizes[0] != 1 or any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise ConfigError(f"{where}: must start at 1 and increase strictly, got {sizes!r}")
+    if len(sizes) > MAX_BATCH_CHOICES:
+        raise ConfigError(f"{where}: at most {MAX_BATCH_CHOICES} batch sizes (each multiplies the action "
+                          f"space), got {len(sizes)}")
+    largest = float(cluster.var_max_batch.max())
+    too_big = [b for b in sizes if b > largest]
+    if too_big:
+        limits = ", ".join(f"{v.name} {v.max_batch:g}" for v in cluster.variants)
+        raise ConfigError(f"{where}: batch size {too_big[0]} is larger than every variant's max_batch "
+                          f"({limits}): no variant can take it")
+    sec.done()
+    return tuple(sizes)
 
 
 def _check_runnable(cluster: Cluster, source: str) -> None:
@@ -350,6 +386,7 @@ def _parse_variant(name: str, data: Any, where: str) -> ModelVariant:
         profiles=profiles,
         max_size=sec.get("max_size", float, math.inf, low=1.0, allow_inf=True),
         scaling_efficiency=sec.get("scaling_efficiency", float, 1.0, low=0.0, high=1.0),
+        max_batch=float(sec.get("max_batch", int, low=1)) if sec.has("max_batch") else math.inf,
     )
     sec.done()
     return v

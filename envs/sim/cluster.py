@@ -83,6 +83,7 @@ class Cluster:
         self.var_accuracy = np.array([v.accuracy for v in self.variants], dtype=float)
         self.var_max_size = np.array([v.max_size for v in self.variants], dtype=float)
         self.var_scaling = np.array([v.scaling_efficiency for v in self.variants], dtype=float)
+        self.var_max_batch = np.array([v.max_batch for v in self.variants], dtype=float)
         #: (M, T) latency coefficients, NaN where the variant has no profile for the type.
         self.var_alpha = np.full((M, T), np.nan)
         self.var_beta = np.full((M, T), np.nan)
@@ -108,6 +109,8 @@ class Cluster:
         self.slot_accuracy = np.where(exists, self.var_accuracy[sv], -np.inf)
         self.slot_max_size = np.where(exists, self.var_max_size[sv], -np.inf)
         self.slot_scaling = self.var_scaling[sv]
+        #: (C, V) most requests one execution of the slot's variant batches (0 where no variant).
+        self.slot_max_batch = np.where(exists, self.var_max_batch[sv], 0.0)
         dt = self.dev_type
         self.slot_alpha = self.var_alpha[sv][:, :, dt]
         self.slot_beta = self.var_beta[sv][:, :, dt]

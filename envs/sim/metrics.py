@@ -6,7 +6,9 @@ when an episode is truncated count as SLO misses and as 0 towards effective accu
 With a warm-up period (a scenario's ``warmup_s``), task and job metrics cover only the tasks
 that arrive at or after it (jobs: that arrive at or after it), ``drops`` counts their drops,
 and ``goodput``/``throughput`` are per second of the time after it; the counters
-(``cold_starts``, ``requeues``, ``evictions``, ``failures``, ``infeasible``) and the
+(``cold_starts``, ``requeues``, ``evictions``, ``failures``, ``infeasible``; with dynamic
+batching ``batches``, executions of several requests, and ``mean_batch_size``, requests
+started per such execution) and the
 utilizations cover the whole episode.
 """
 
@@ -54,7 +56,7 @@ def episode_metrics(sim) -> dict[str, float]:
     """Metrics of the episode so far. ``sim`` is a :class:`envs.sim.simulator.Simulator`."""
     c = sim.counters
     n_jobs = sim._next_job  # jobs 0 .. n_jobs - 1 have arrived
-    return metrics_from_arrays(
+    m = metrics_from_arrays(
         sim.cluster, sim.now, np.array(sim._arrived, dtype=np.int64), np.array(sim._tstate, dtype=np.int64),
         np.array(sim._tfinish), sim._ttimes, sim._tkind, np.array(sim._kideal), np.array(sim._tacc),
         np.array(sim._kcap, dtype=np.int64),
@@ -63,6 +65,10 @@ def episode_metrics(sim) -> dict[str, float]:
         _effective_busy(sim), sim.dev_memory_used, np.array(sim._jfinish[:n_jobs]),
         np.array(sim._jdropped[:n_jobs], dtype=bool), np.array(sim._jfirst[:n_jobs], dtype=np.int64),
         np.array(sim._arrivals_l[:n_jobs]), warmup=sim.warmup)
+    if getattr(sim, "B", 1) > 1:  # dynamic batching: executions of several requests (whole episode)
+        m["batches"] = float(c.batches)
+        m["mean_batch_size"] = c.batched_tasks / c.batches if c.batches else 1.0
+    return m
 
 
 def metrics_from_arrays(cl, now: float, arrived: np.ndarray, tstate: np.ndarray, tfinish: np.ndarray,

@@ -63,6 +63,9 @@ class ModelVariant:
     """Largest ``size + size2`` the variant accepts (e.g. an LLM's context length)."""
     scaling_efficiency: float = 1.0
     """Data-parallel efficiency: on n devices the time is t1 / (1 + (n - 1) * efficiency)."""
+    max_batch: float = math.inf
+    """Most requests one execution of the variant may batch together (dynamic batching, a
+    scenario's ``batching``); ``inf``: no limit of its own."""
 
     def exec_time(self, device_type: str, size: float, size2: float = 0.0, n_devices: int = 1) -> float:
         t = self.profiles[device_type].time(size, size2)

@@ -66,6 +66,9 @@ REASONS = {
     "down": "the device has failed",
     "busy": "the device is busy",
     "gang": "not enough idle devices of this type for a multi-device task",
+    "no_batch": "the scenario has no such batch size (its batching.sizes)",
+    "batch_limit": "the batch is larger than the variant's max_batch",
+    "batch_short": "fewer queued requests of the task's capability that the variant can serve than the batch size",
 }
 
 
@@ -127,6 +130,10 @@ class Counters:
     dropped_infeasible: int = 0
     dropped_with_job: int = 0
     requeues: int = 0
+    batches: int = 0
+    """Executions that started more than one request together (dynamic batching)."""
+    batched_tasks: int = 0
+    """Requests started in those executions."""
     cold_starts: int = 0
     evictions: int = 0
     failures: int = 0
@@ -155,11 +162,23 @@ class Simulator:
             is a warm-up task: served like any other, but counted neither in the reward (its
             completion, lateness, drop, accuracy and time in system) nor in the episode
             metrics; the reward's utilization term integrates from ``warmup`` on. 0: none.
+        batch_sizes: dynamic batching (DNN inference, Clockwork/Triton-style): the numbers of
+            requests one assignment may start together, strictly increasing from 1 (``(1,)``:
+            none). A batch of ``n`` led by window slot ``k`` with variant slot ``v`` on device
+            ``d`` takes task ``k`` and the next ``n - 1`` queued tasks (queue order, also
+            beyond the window) of the same capability that ``v`` can serve alone (accuracy
+            floor, maximum size, one device); ``n`` must not exceed the variant's
+            ``max_batch``. It executes once, in ``alpha + beta * sum(size) + gamma *
+            sum(size2)`` of the (variant, device type) profile times one noise draw, after one
+            load if the variant is cold; its members finish together and each is accounted for
+            individually. A device failure requeues every member. :meth:`batch_counts` and
+            :meth:`batch_mask` give the exact batch mask.
     """
 
     def __init__(self, cluster: Cluster, workload: Workload, *, visible_tasks: int = 8,
                  queue_capacity: int = 1024, drop_expired: bool = False, noise_cv: float = 0.05,
-                 horizon: float = math.inf, failures: bool = True, warmup: float = 0.0):
+                 horizon: float = math.inf, failures: bool = True, warmup: float = 0.0,
+                 batch_sizes: tuple[int, ...] = (1,)):
         if visible_tasks < 1:
             raise ValueError("visible_tasks must be >= 1")
         if queue_capacity < 1:
@@ -174,6 +193,13 @@ class Simulator:
         if not (math.isfinite(warmup) and warmup >= 0):
             raise ValueError(f"warmup must be a finite number >= 0, got {warmup}")
         self.warmup = float(warmup)
+        sizes = tuple(int(b) for b in batch_sizes)
+        if not sizes or sizes[0] != 1 or any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"batch_sizes must start at 1 and increase strictly, got {batch_sizes!r}")
+        self.batch_sizes = sizes
+        self.B = len(sizes)
+        #: Dynamic batching is on: any queue change (not only in the window) changes the mask.
+        self._batching = self.B > 1
         self.failures_enabled = failures and any(math.isfinite(t.mtbf_s) for t in cluster.device_types)
         self._has_gangs = False
         self.now = 0.0
@@ -228,6 +254,10 @@ class Simulator:
         self.dev_memory_used = np.zeros(cl.num_devices)
         self.resident = np.zeros((cl.num_variants, cl.num_devices), dtype=bool)
         self._idle_by_type = cl.type_count.copy()
+        #: Per device: the task ids of the batch it runs (None: not a batch), and how many of
+        #: them have not finished yet.
+        self._dev_batch: list[tuple[int, ...] | None] = [None] * cl.num_devices
+        self._dev_left = [0] * cl.num_devices
         if not hasattr(self, "_kinds"):
             self._init_static()
         self._last_arrival = cols[0][-1] if self._n_jobs else 0.0
@@ -296,6 +326,9 @@ class Simulator:
         self._kres = np.zeros((cap, V * D), dtype=np.int64)
         #: (shapes,) bit set of devices on which some variant slot can serve the shape.
         self._kdevbits: list[int] = [0]
+        #: (shapes, V) the slot's variant can serve the shape as a member of a batch (accuracy
+        #: floor, maximum size, one device).
+        self._kbatch = np.zeros((cap, V), dtype=bool)
         self._kcap: list[int] = [0]
         self._kideal: list[float] = [math.inf]
         #: Per shape row: the shape, devices required, accuracy floor, size + size2.
@@ -329,7 +362,7 @@ class Simulator:
         lo, hi = self._nk, self._nk + m
         if hi > len(self._ktab):
             new_cap = max(hi, 2 * len(self._ktab))
-            for name in ("_ktab", "_kstat", "_kres"):
+            for name in ("_ktab", "_kstat", "_kres", "_kbatch"):
                 old = getattr(self, name)
                 grown = np.zeros((new_cap,) + old.shape[1:], dtype=old.dtype)
                 grown[:lo] = old[:lo]
@@ -340,6 +373,8 @@ class Simulator:
         kt[lo:hi, self._L0:] = cl.slot_load[cap].reshape(m, -1)
         self._kstat[lo:hi] = static.reshape(m, -1)
         self._kres[lo:hi] = resident_index(cl, cap)
+        self._kbatch[lo:hi] = (cl.slot_accuracy[cap] >= min_acc[:, None]) \
+            & (cl.slot_max_size[cap] >= (size + size2)[:, None]) & (n == 1)[:, None]
         self._kdevbits += [sum(1 << d for d, ok in enumerate(row) if ok) for row in static.any(axis=1).tolist()]
         self._kcap += caps
         self._kideal += ideal.tolist()
@@ -594,7 +629,7 @@ class Simulator:
         kind = self._tkind_l[tid]
         if not self.warmup or self._ttimes[tid, 0] >= self.warmup:
             self._inv_ideal_sum += self._tprio[tid] / self._kideal[kind]
-        if len(q) <= self.K:
+        if len(q) <= self.K or self._batching:
             self._window_dirty = True
             self.queue_version += 1
         if self._knreq[kind] > 1:
@@ -647,7 +682,7 @@ class Simulator:
             q = self.queue_ids
             i = q.index(tid)
             del q[i]
-            if i < self.K:
+            if i < self.K or self._batching:
                 self._window_dirty = True
                 self.queue_version += 1
             c.queued -= 1
@@ -677,8 +712,16 @@ class Simulator:
         counted = not self.warmup or self._ttimes[tid, 0] >= self.warmup
         if counted:
             self._inv_ideal_sum -= self._tprio[tid] / self._kideal[kind]
-        for d in self._tdevices[tid]:
-            self._release_device(d)
+        devs = self._tdevices[tid]
+        if self._batching and self._dev_batch[devs[0]] is not None:  # a member of a batch
+            d = devs[0]
+            self._dev_left[d] -= 1
+            if self._dev_left[d] == 0:  # the last member (all finish at the same instant)
+                self._dev_batch[d] = None
+                self._release_device(d)
+        else:
+            for d in devs:
+                self._release_device(d)
         if counted:
             st = self.stats
             st.completions += 1
@@ -721,38 +764,50 @@ class Simulator:
         c = self.counters
         c.failures += 1
         t = dev.task
-        if t is not None:  # requeue the task; free its other devices
-            tid = t.id
-            devs = self._tdevices[tid]
+        if t is not None:  # requeue the task (every member of its batch); free its other devices
+            devs = self._tdevices[t.id]
             for e in devs:  # the time it would still have run was never busy
                 other = self.devices[e]
                 other.busy_time -= max(0.0, other.busy_until - self.now)
                 self._gantt_cut(e)
+            members = self._dev_batch[d] or (t.id,)
+            self._dev_batch[d] = None
             for e in devs:
                 self._release_device(e)
-            self._trequeues[tid] += 1
-            c.requeues += 1
-            c.running -= 1
-            c.queued += 1
-            self._tstate[tid] = QUEUED
-            self._tdevices[tid] = ()
-            self._tvariant[tid] = -1
-            # Back in front of the queue, in ready-time order.
-            q, ready = self.queue_ids, self._tready
-            key = (ready[tid], tid)
-            i = 0
-            while i < len(q) and (ready[q[i]], q[i]) < key:
-                i += 1
-            q.insert(i, tid)
-            if i < self.K:
-                self._window_dirty = True
-                self.queue_version += 1
-            j = self._tjob[tid]
-            if self._jdropped[j]:  # its job already failed while it ran: nothing left to serve
-                self._drop_task(tid)
-                c.dropped_with_job += 1
-            elif self.drop_expired and self._tdeadline[tid] <= self.now:  # its expiry passed while it ran
-                self._drop_job(j, "expired", first=tid)
+            for tid in members:
+                if self._tstate[tid] == RUNNING:
+                    self._requeue(tid)
+        self._device_down(dev)
+
+    def _requeue(self, tid: int) -> None:
+        """Running task ``tid`` lost its device: back to the queue (or dropped with its job)."""
+        c = self.counters
+        self._trequeues[tid] += 1
+        c.requeues += 1
+        c.running -= 1
+        c.queued += 1
+        self._tstate[tid] = QUEUED
+        self._tdevices[tid] = ()
+        self._tvariant[tid] = -1
+        # Back in front of the queue, in ready-time order.
+        q, ready = self.queue_ids, self._tready
+        key = (ready[tid], tid)
+        i = 0
+        while i < len(q) and (ready[q[i]], q[i]) < key:
+            i += 1
+        q.insert(i, tid)
+        if i < self.K or self._batching:
+            self._window_dirty = True
+            self.queue_version += 1
+        j = self._tjob[tid]
+        if self._jdropped[j]:  # its job already failed while it ran: nothing left to serve
+            self._drop_task(tid)
+            c.dropped_with_job += 1
+        elif self.drop_expired and self._tdeadline[tid] <= self.now:  # its expiry passed while it ran
+            self._drop_job(j, "expired", first=tid)
+
+    def _device_down(self, dev: Device) -> None:
+        d = dev.index
         dev.up = False
         self._gantt_down.append((d, self.now, math.inf))
         dev.resident.clear()
@@ -914,6 +969,61 @@ class Simulator:
         self._refresh_window()
         return self.mask
 
+    # ------------------------------------------------------------------ dynamic batching
+    def batch_counts(self) -> np.ndarray:
+        """(K, V) int: for each window slot ``k`` and variant slot ``v``, how many queued tasks
+        from position ``k`` on (itself included, queue order, the whole queue) have the task's
+        capability and could join a batch of ``v`` (:attr:`_kbatch`); 0 where the task itself
+        cannot lead a batch (a multi-device task) or the slot is empty. Cached per queue change."""
+        self._refresh_window()
+        cnt = self._wcache.get("batch")
+        if cnt is None:
+            K, V = self.K, self.cluster.num_slots
+            q = self.queue_ids
+            cnt = np.zeros((K, V), dtype=np.int64)
+            if q:
+                kinds = self._tkind[np.array(q, dtype=np.int64)]
+                caps = self._ktab[kinds, 3].astype(np.int64)
+                ok = self._kbatch[kinds]  # (Q, V)
+                C = self.cluster.num_caps
+                per_cap = np.zeros((len(q), C, V), dtype=np.int64)
+                per_cap[np.arange(len(q)), caps] = ok
+                suffix = np.cumsum(per_cap[::-1], axis=0)[::-1]  # (Q, C, V): from position i on
+                n = min(K, len(q))
+                cnt[:n] = suffix[np.arange(n), caps[:n]] * ok[:n]
+            self._wcache["batch"] = cnt
+        return cnt
+
+    def batch_mask(self) -> np.ndarray:
+        """(K, V, D, B) exact mask of batch assignments: batch size ``batch_sizes[b]`` led by
+        (k, v, d) is valid iff (k, v, d) is (:meth:`action_mask`) and, for a size above 1,
+        enough batchable tasks are queued (:meth:`batch_counts`) and the variant's
+        ``max_batch`` allows it. ``[..., 0]`` is :meth:`action_mask`."""
+        base = self.action_mask()
+        if self.B == 1:
+            return base[..., None]
+        sizes = np.array(self.batch_sizes)
+        counts = self.batch_counts()  # (K, V)
+        limit = self.cluster.slot_max_batch[self.w_caps]  # (K, V)
+        ok = (counts[:, :, None] >= sizes) & (limit[:, :, None] >= sizes)  # (K, V, B)
+        ok[:, :, 0] = True
+        return base[:, :, :, None] & ok[:, :, None, :]
+
+    def batch_members(self, k: int, v: int, n: int) -> list[int]:
+        """Queue positions of the batch of ``n`` led by window slot ``k`` with variant slot
+        ``v`` (position ``k`` first): possibly fewer than ``n`` if not enough are queued."""
+        q = self.queue_ids
+        tkind, kcap, kb = self._tkind_l, self._kcap, self._kbatch
+        c = kcap[tkind[q[k]]]
+        pos = [k]
+        for i in range(k + 1, len(q)):
+            if len(pos) >= n:
+                break
+            kind = tkind[q[i]]
+            if kcap[kind] == c and kb[kind, v]:
+                pos.append(i)
+        return pos
+
     def estimates(self) -> np.ndarray:
         """(K, V, D) estimated completion time from now of each candidate assignment: wait for
         the device to be free, load the variant if not resident, execute (noise-free). ``inf``
@@ -924,8 +1034,9 @@ class Simulator:
         wait = np.where(self.dev_up, np.maximum(self.dev_busy_until - self.now, 0.0), np.inf)
         return self.w_exec + wait + cold * self.w_load
 
-    def check_assignment(self, k: int, v: int, d: int) -> str | None:
-        """None if (window slot k, variant slot v, device d) is valid now, else a reason key."""
+    def check_assignment(self, k: int, v: int, d: int, b: int = 0) -> str | None:
+        """None if (window slot k, variant slot v, device d) is valid now, with batch size
+        ``batch_sizes[b]``, else a reason key."""
         if k >= self.K or k >= len(self.queue_ids):
             return "no_task"
         kind = self._tkind_l[self.queue_ids[k]]  # the window is the first K queued tasks
@@ -945,16 +1056,28 @@ class Simulator:
         n = self._knreq[kind]
         if n > 1 and self._idle_by_type[self._dev_type_l[d]] < n:
             return "gang"
+        if b:
+            if not 0 <= b < self.B:
+                return "no_batch"
+            size = self.batch_sizes[b]
+            if self.cluster.slot_max_batch[c, v] < size:
+                return "batch_limit"
+            if int(self.batch_counts()[k, v]) < size:
+                return "batch_short"
         return None
 
-    def assign(self, k: int, v: int, d: int, checked: bool = False) -> Task:
+    def assign(self, k: int, v: int, d: int, checked: bool = False, b: int = 0) -> Task:
         """Start window task ``k`` with variant slot ``v`` on device ``d`` (plus, for an n-device
-        task, n-1 more idle devices of the same type, same node first). Raises ValueError with
-        the reason if the assignment is invalid."""
+        task, n-1 more idle devices of the same type, same node first); with ``b > 0``, as the
+        leader of a batch of ``batch_sizes[b]`` requests (see the class docstring). Raises
+        ValueError with the reason if the assignment is invalid. Returns the (leading) task."""
         if not checked:
-            reason = self.check_assignment(k, v, d)
+            reason = self.check_assignment(k, v, d, b)
             if reason is not None:
-                raise ValueError(f"invalid assignment (slot {k}, variant {v}, device {d}): {REASONS[reason]}")
+                what = f", batch size index {b}" if b else ""
+                raise ValueError(f"invalid assignment (slot {k}, variant {v}, device {d}{what}): {REASONS[reason]}")
+        if b:
+            return self._assign_batch(k, v, d, self.batch_sizes[b])
         cl = self.cluster
         tid = self.queue_ids[k]
         kind = self._tkind_l[tid]
@@ -1017,6 +1140,76 @@ class Simulator:
         self._seq += 1
         heapq.heappush(self._events, (end, self._seq, FINISH, tid, self._trequeues[tid]))
         return t
+
+    def _assign_batch(self, k: int, v: int, d: int, n: int) -> Task:
+        """Start the (checked) batch of ``n`` led by window slot ``k``: one load, one execution
+        of the summed sizes, one noise draw; one FINISH event per member, at the same time."""
+        cl = self.cluster
+        q = self.queue_ids
+        pos = self.batch_members(k, v, n)
+        ids = [q[i] for i in pos]
+        kind = self._tkind_l[ids[0]]
+        c = self._kcap[kind]
+        m = self._slot_variant_l[c][v]
+        load = self._make_resident(m, d)
+        kt = self._ktab
+        size = size2 = 0.0
+        for tid in ids:
+            row = self._tkind_l[tid]
+            size += kt[row, 0]
+            size2 += kt[row, 1]
+        exec_t = float(cl.slot_alpha[c, v, d] + cl.slot_beta[c, v, d] * size + cl.slot_gamma[c, v, d] * size2)
+        if self.noise_sigma > 0:
+            exec_t *= math.exp(self.noise_sigma * abs(self._normal()))
+        start = self.now
+        end = start + load + exec_t
+        acc = self._var_acc_l[m]
+        for tid in ids:
+            self._tstate[tid] = RUNNING
+            self._tstart[tid] = start
+            self._tvariant[tid] = m
+            self._tdevices[tid] = (d,)
+            self._tacc[tid] = acc
+            self._tcold[tid] = load > 0
+        for i in sorted(pos, reverse=True):
+            del q[i]
+        c_ = self.counters
+        c_.queued -= n
+        c_.running += n
+        c_.batches += 1
+        c_.batched_tasks += n
+        self._window_dirty = True
+        self.queue_version += 1
+        t = Task(self, ids[0])
+        dev = self.devices[d]
+        dev.task = t
+        dev.busy_until = end
+        dev.loading_until = start + load
+        dev.busy_time += end - start
+        self._dev_batch[d] = tuple(ids)
+        self._dev_left[d] = n
+        self._avail_bits &= ~(1 << d)
+        self._gantt.append((d, start, end, m, load > 0, False, ids[0], start + load))
+        self.dev_idle[d] = False
+        self._avail[d] = False
+        self.dev_busy_until[d] = end
+        self._busy_devices += 1
+        self._idle_by_type[self._dev_type_l[d]] -= 1
+        self._idle_up -= 1
+        self._dev_dirty = True
+        self.dev_version += 1
+        for tid in ids:
+            self._seq += 1
+            heapq.heappush(self._events, (end, self._seq, FINISH, tid, self._trequeues[tid]))
+        return t
+
+    def running_batch(self, d: int) -> tuple[int, ...]:
+        """Task ids device ``d`` is running (several for a batch; empty when idle)."""
+        batch = self._dev_batch[d]
+        if batch is not None:
+            return batch
+        t = self.devices[d].task
+        return () if t is None else (t.id,)
 
     def _normal(self) -> float:
         """Next standard normal of the service-noise stream (drawn in blocks: same sequence)."""
