@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: Heuristics tried, at training start, as the reference of periodic evaluation (the strongest
 #: on the validation seeds is kept). Cheap, strong rules; the genetic planner is left out for cost.
 DEFAULT_EVAL_HEURISTICS = ("infaas", "mct", "adaptive", "priced", "tetris")
+#: Added to the default candidates on scenarios with dynamic batching.
+BATCHING_EVAL_HEURISTICS = ("clockwork", "triton", "infaas-batch")
 
 
 @dataclass
@@ -324,6 +326,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         cfg, hp, point = resume_config(cfg)
     spec = get_algo(cfg.algo)
     cfg.algo = spec.name
+    if tuple(cfg.eval_heuristics) == DEFAULT_EVAL_HEURISTICS and point is None:
+        try:  # a scenario with dynamic batching: the rules that batch are candidates too
+            if load_scenario(cfg.scenario).batch_sizes != (1,):
+                cfg.eval_heuristics = DEFAULT_EVAL_HEURISTICS + BATCHING_EVAL_HEURISTICS
+        except Exception:  # noqa: BLE001 (a bad scenario is reported where it is made, below)
+            pass
     if point is None:
         hp = resolve_hyperparams(cfg)
     n_envs = int(hp["n_envs"])

@@ -25,6 +25,9 @@ def render_ansi(sim) -> str:
     for dev in sim.devices:
         state = "down" if not dev.up else ("idle" if dev.task is None else
                                            ("loading" if dev.loading_until > sim.now else "busy"))
+        n = len(sim.running_batch(dev.index)) if hasattr(sim, "running_batch") else 0
+        if n > 1:  # dynamic batching: the requests of the running execution
+            state = f"{state}x{n}"
         res = ",".join(cl.variants[m].name for m in sorted(dev.resident))
         lines.append(f"{dev.index:>4} {dev.type.name:<10} {dev.node:<8} {state:<8} {dev.busy_until:>10.4f} "
                      f"{dev.memory_used:>6.1f}/{dev.type.memory_gb:<6.1f}  {res}")

@@ -332,3 +332,37 @@ def test_the_training_reward_pays_every_member_of_a_batch(potential):
     m = info["metrics"]
     assert m["batches"] > 10
     assert total == pytest.approx(m["effective_accuracy"] * m["arrived"], rel=1e-9, abs=1e-9)
+
+
+def test_ansi_render_shows_the_batch_a_device_runs():
+    env = golden_env()
+    env.render_mode = "ansi"
+    env.reset(seed=0)
+    env.sim.assign(0, 1, 0, b=2)
+    assert "loadingx4" in env.render()
+
+
+def test_evaluate_batched_backend_plays_a_batching_scenario_on_the_reference(tmp_path):
+    """``evaluate.py --backend batched`` on a scenario with dynamic batching runs its episodes on
+    the reference simulator (said on stderr and in the settings), with the same results as
+    ``--backend reference``."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out, err = {}, {}
+    for backend in ("batched", "reference"):
+        r = subprocess.run([sys.executable, str(root / "evaluate.py"), "--scenario", "serving-batched", "--seeds",
+                            "1000-1001", "--policies", "fifo", "triton", "--backend", backend, "--no-progress",
+                            "--out", str(tmp_path / backend)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        out[backend] = json.loads((tmp_path / backend / "results.json").read_text())  # (one scenario)
+        err[backend] = r.stderr
+    assert "has dynamic batching, which the batched simulator does not implement" in err["batched"]
+    s = out["batched"]
+    assert s["settings"]["reference_backend_for"] == ["fifo", "triton"]
+    for name in ("fifo", "triton"):
+        a, b = (o["policies"][name]["metrics"]["effective_accuracy"]["per_seed"] for o in (s, out["reference"]))
+        assert a == b
