@@ -24,17 +24,21 @@ demo: setup
 # Rebuild the README's generated result sections from the current code (about an hour on 2
 # cores): the 200-seed heuristic tables (the batching rules, made for scenarios with dynamic
 # batching, only on serving-batched: the batched simulator refuses batching, so that table runs
-# 30 seeds on the reference simulator), the planner's 30-seed table and the demo's table.
+# 30 seeds on the reference simulator; likewise vllm on llm-continuous, continuous batching),
+# the planner's 30-seed table and the demo's table.
 # The tuned parameters are an input (baselines/tuned.yml; benchmarks/tune_baselines.py).
 results: setup
 	$(PY) evaluate.py --scenario serving-small --scenario serving-hetero --scenario llm-serving \
 	    --scenario pipelines --scenario faulty-cluster --scenario training-cluster \
-	    --policies all --exclude genetic planner clockwork triton infaas-batch --seeds 1000-1199 --backend batched \
+	    --policies all --exclude genetic planner clockwork triton infaas-batch vllm --seeds 1000-1199 --backend batched \
 	    --out results/heuristics-200 --no-progress
 	$(PY) benchmarks/readme_tables.py results/heuristics-200/results.json
 	$(PY) evaluate.py --scenario serving-batched --policies all --exclude genetic planner --seeds 1000-1029 \
 	    --jobs 2 --out results/batching-30 --no-progress
 	$(PY) benchmarks/readme_tables.py results/batching-30/results.json --section batching
+	$(PY) evaluate.py --scenario llm-continuous --policies all --exclude genetic planner clockwork triton \
+	    infaas-batch --seeds 1000-1029 --jobs 2 --out results/continuous-30 --no-progress
+	$(PY) benchmarks/readme_tables.py results/continuous-30/results.json --section continuous
 	$(PY) evaluate.py --scenario serving-small --policies planner priced adaptive mct --seeds 1000-1029 \
 	    --backend batched --jobs 2 --out results/planner-30 --no-progress
 	$(PY) benchmarks/readme_tables.py results/planner-30/results.json --section planner

@@ -23,7 +23,7 @@ from agents.evaluation import higher_is_better, mean_metrics
 
 SECONDARY = ("slo_attainment", "mean_accuracy", "p99_latency", "drops")
 #: Registered heuristics the final table leaves out by default (slow: a search per decision);
-#: it also leaves out the batching rules (``batching_rule``) on scenarios without batching.
+#: it also leaves out the batching rules (``batching_rule``) on scenarios without that kind of batching.
 SLOW_HEURISTICS = ("planner",)
 
 
@@ -53,10 +53,11 @@ def compare_with_baselines(scenario: str, agents: dict[str, str | Path], seeds: 
 
     env = make_env(scenario, monitor=False)
     seeds = [int(s) for s in seeds]
-    batching = getattr(env.unwrapped, "B", 1) > 1
+    kind = "dynamic" if getattr(env.unwrapped, "B", 1) > 1 else \
+        "continuous" if getattr(env.unwrapped, "continuous", False) else None
     names = list(heuristics) if heuristics is not None else [
         n for n in baselines.names() if n not in SLOW_HEURISTICS
-        and (batching or not getattr(baselines.REGISTRY[n], "batching_rule", False))]
+        and getattr(baselines.REGISTRY[n], "batching_rule", None) in (None, kind)]
     episodes: dict[str, list[dict[str, float]]] = {}
     wall: dict[str, float] = {}
     todo = [*((n, n) for n in names), *agents.items()]

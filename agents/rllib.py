@@ -217,10 +217,10 @@ class RLlibPolicy:
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True,
                 action_masks=None):
-        from envs.wrappers import BATCH_ORDER, FLAT_ORDER
+        from envs.wrappers import obs_order
 
         torch = self._torch
-        keys = FLAT_ORDER + BATCH_ORDER if "batch" in observation else FLAT_ORDER  # (as FlattenScheduling)
+        keys = obs_order(observation)  # (as FlattenScheduling)
         flat = np.concatenate([np.asarray(observation[k], dtype=np.float32).ravel() for k in keys])
         mask = np.asarray(action_masks, dtype=np.float32)
         with torch.no_grad():

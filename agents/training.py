@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_EVAL_HEURISTICS = ("infaas", "mct", "adaptive", "priced", "tetris")
 #: Added to the default candidates on scenarios with dynamic batching.
 BATCHING_EVAL_HEURISTICS = ("clockwork", "triton", "infaas-batch")
+#: The rule made for continuous batching, added on scenarios with it.
+CONTINUOUS_EVAL_HEURISTICS = ("vllm",)
 
 
 @dataclass
@@ -328,8 +330,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg.algo = spec.name
     if tuple(cfg.eval_heuristics) == DEFAULT_EVAL_HEURISTICS and point is None:
         try:  # a scenario with dynamic batching: the rules that batch are candidates too
-            if load_scenario(cfg.scenario).batch_sizes != (1,):
+            sc = load_scenario(cfg.scenario)
+            if sc.batch_sizes != (1,):
                 cfg.eval_heuristics = DEFAULT_EVAL_HEURISTICS + BATCHING_EVAL_HEURISTICS
+            elif sc.continuous is not None:
+                cfg.eval_heuristics = DEFAULT_EVAL_HEURISTICS + CONTINUOUS_EVAL_HEURISTICS
         except Exception:  # noqa: BLE001 (a bad scenario is reported where it is made, below)
             pass
     if point is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from baselines.base import DecisionView, Policy
 from baselines.batching import ClockworkPolicy, InfaasBatchPolicy, TritonPolicy
+from baselines.continuous import VllmPolicy
 from baselines.genetic import GeneticPolicy
 from baselines.heuristics import (
     AdaptivePolicy,
@@ -39,7 +40,7 @@ REGISTRY: dict[str, type[Policy]] = {cls.name: cls for cls in (
     RandomPolicy, FifoPolicy, RoundRobinPolicy, LeastLoadedPolicy, SjfPolicy, EdfPolicy,
     PriorityGreedyPolicy, MctPolicy, InfaasPolicy, ClipperHighAccPolicy, ClipperLowAccPolicy,
     TetrisPolicy, GeneticPolicy, AdaptivePolicy, PricedPolicy, PlannerPolicy,
-    ClockworkPolicy, TritonPolicy, InfaasBatchPolicy,
+    ClockworkPolicy, TritonPolicy, InfaasBatchPolicy, VllmPolicy,
 )}
 
 

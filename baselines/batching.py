@@ -107,8 +107,8 @@ class _BatchingPolicy(Policy):
 
     DEFAULTS: dict = {}
     #: A rule made for scenarios with dynamic batching (without, its batch-1 rule; the final
-    #: table of train.py leaves it out there).
-    batching_rule = True
+    #: table of train.py leaves it out elsewhere).
+    batching_rule = "dynamic"
 
     def __init__(self, env, seed=None, **params):
         from baselines.tuned import scenario_name, tuned

@@ -1058,15 +1058,15 @@ def _run_batched_items(items: list[WorkItem], order: list[int], done, args, env_
     groups: dict[tuple, list[int]] = {}
     left: list[int] = []
     fallback: list[str] = []
-    batching: dict[str, bool] = {}  # scenario -> has dynamic batching (the batched simulator refuses it)
+    batching: dict[str, str | None] = {}  # scenario -> a feature the batched simulator refuses, or None
     for i in order:
         it = items[i]
         if it.scenario not in batching:
             batching[it.scenario] = load_scenario(it.scenario, **{k: v for k, v in env_kwargs.items()
-                                                                  if k != "invalid_action"}).batch_sizes != (1,)
+                                                                  if k != "invalid_action"}).reference_only
             if batching[it.scenario] and notify:
-                print(f"evaluate.py: scenario '{it.scenario}' has dynamic batching, which the batched simulator "
-                      f"does not implement: its episodes run on the reference simulator", file=sys.stderr)
+                print(f"evaluate.py: scenario '{it.scenario}' has {batching[it.scenario]}, which the batched "
+                      f"simulator does not implement: its episodes run on the reference simulator", file=sys.stderr)
         if batching[it.scenario]:
             left.append(i)
             if it.label not in fallback:

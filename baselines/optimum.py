@@ -100,6 +100,8 @@ def check_supported(env) -> None:
                           "would hold the window)")
     if getattr(sim, "B", 1) > 1:
         raise Unsupported("clairvoyant: dynamic batching (batching.sizes) is not modelled")
+    if sim.cluster.continuous:
+        raise Unsupported("clairvoyant: continuous batching (continuous_batching) is not modelled")
     pm = env.scenario.primary_metric
     if pm != "effective_accuracy":
         raise Unsupported(f"clairvoyant: the model maximises effective_accuracy; this scenario's primary "

@@ -19,6 +19,7 @@ never typed: run the command, then this script.
     .venv/bin/python benchmarks/readme_tables.py results/heuristics-200/results.json --print
     .venv/bin/python benchmarks/readme_tables.py results/planner-30/results.json --section planner
     .venv/bin/python benchmarks/readme_tables.py results/batching-30/results.json --section batching
+    .venv/bin/python benchmarks/readme_tables.py results/continuous-30/results.json --section continuous
     .venv/bin/python benchmarks/readme_tables.py runs/demo/<run> --section demo
     .venv/bin/python benchmarks/readme_tables.py results/agent-study/summary.json --section agent-study
 """
@@ -32,7 +33,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("heuristics-200", "planner", "batching", "demo", "agent-study", "agent-study-dagger")
+SECTIONS = ("heuristics-200", "planner", "batching", "continuous", "demo", "agent-study", "agent-study-dagger")
 
 
 def markers(section: str) -> tuple[str, str]:

@@ -43,9 +43,14 @@ GRIDS: dict[str, dict[str, tuple]] = {
                   "threshold": (0.5, 2.0)},  # (threshold: of variant adaptive only)
     "triton": {"variant": ("fastest", "median", "most_accurate"), "max_batch": (4, 8, 16), "max_delay": (0.1, 0.3)},
     "infaas-batch": {"accuracy_first": (False, True)},
+    # the continuous-batching router (baselines/continuous.py), on continuous-batching scenarios only
+    "vllm": {"variant": ("fastest", "median", "most_accurate", "slo"), "headroom": (0.5, 0.7, 0.9),
+             "route": ("held", "kv")},  # (headroom: of variant slo only)
 }
 #: Policies tuned only on scenarios with dynamic batching (``batching.sizes``).
 BATCHING = {"clockwork", "triton", "infaas-batch"}
+#: Policies tuned only on scenarios with continuous batching (``continuous_batching``).
+CONTINUOUS = {"vllm"}
 #: Policies tuned on fewer seeds by default because each episode is slow (see --planner-seeds).
 SLOW = {"planner"}
 #: Scenarios the planner is tuned on by default (elsewhere it keeps its class defaults): its
@@ -58,7 +63,10 @@ TRAINING_RANGE = range(0, 1000)
 
 def points(policy: str) -> list[dict]:
     grid = GRIDS[policy]
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    pts = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    if policy == "vllm":  # headroom matters only to variant slo
+        pts = [p for p in pts if p["variant"] == "slo" or p["headroom"] == grid["headroom"][0]]
+    return pts
 
 
 def score_of(values: list[float], sign: float) -> tuple[float, float, float]:
@@ -98,7 +106,7 @@ def tune(scenario: str, policy: str, seeds: list[int], fixed: dict | None = None
     t0 = time.perf_counter()
     for params in points(policy):
         params = {**(fixed or {}), **params}
-        if has_batched(policy) and sc.batch_sizes == (1,):  # (the batched simulator refuses batching)
+        if has_batched(policy) and sc.reference_only is None:  # (the batched simulator refuses batching)
             res = run_batched(sc, policy, policy, seeds, facts=facts, policy_kwargs=params)
         else:
             res = run_reference(scenario, policy, seeds, params, jobs)
@@ -156,6 +164,8 @@ def main(argv=None) -> int:
             if policy in SLOW and scenario not in args.planner_scenarios:
                 continue
             if policy in BATCHING and load_scenario(scenario).batch_sizes == (1,):
+                continue
+            if policy in CONTINUOUS and load_scenario(scenario).continuous is None:
                 continue
             fixed = dict(entry.get("adaptive", {}).get("params", {})) if policy == "priced" else None
             result = tune(scenario, policy, slow_seeds if policy in SLOW else seeds, fixed, jobs=args.jobs)

@@ -166,11 +166,8 @@ def encode_into(mask, tasks, est, dev, glob, free_at, avail,
                 est[k, v, d] = x if x < 1.0 else 1.0
 
 
-def batch_features(sim) -> dict[str, np.ndarray]:
-    """The observation keys of dynamic batching (layout in :class:`envs.env.SchedulingEnv`):
-    ``batch`` (K, V), ``queues`` (C,), ``device_batch`` (D,), float32 in [0, 1]."""
-    top = float(sim.batch_sizes[-1])
-    batch = np.minimum(sim.batch_counts() / top, 1.0).astype(np.float32)
+def _queue_counts(sim) -> np.ndarray:
+    """(C,) queued tasks of each capability q, as q / (q + K), float32."""
     C, K = sim.cluster.num_caps, sim.K
     q = sim.queue_ids
     if q:
@@ -178,7 +175,23 @@ def batch_features(sim) -> dict[str, np.ndarray]:
         per_cap = np.bincount(caps, minlength=C).astype(np.float64)
     else:
         per_cap = np.zeros(C)
-    queues = (per_cap / (per_cap + K)).astype(np.float32)
+    return (per_cap / (per_cap + K)).astype(np.float32)
+
+
+def continuous_features(sim) -> dict[str, np.ndarray]:
+    """The observation keys of continuous batching (layout in :class:`envs.env.SchedulingEnv`):
+    ``queues`` (C,), ``device_batch`` (D,) requests held over ``max_batch``, ``kv_use`` (D,)."""
+    held = sim.held_counts() / float(sim.max_batch)
+    return {"queues": _queue_counts(sim), "device_batch": np.minimum(held, 1.0).astype(np.float32),
+            "kv_use": np.clip(sim.kv_use(), 0.0, 1.0).astype(np.float32)}
+
+
+def batch_features(sim) -> dict[str, np.ndarray]:
+    """The observation keys of dynamic batching (layout in :class:`envs.env.SchedulingEnv`):
+    ``batch`` (K, V), ``queues`` (C,), ``device_batch`` (D,), float32 in [0, 1]."""
+    top = float(sim.batch_sizes[-1])
+    batch = np.minimum(sim.batch_counts() / top, 1.0).astype(np.float32)
+    queues = _queue_counts(sim)
     running = np.array([len(sim.running_batch(d)) for d in range(sim.cluster.num_devices)], dtype=np.float64)
     device_batch = np.minimum(running / top, 1.0).astype(np.float32)
     return {"batch": batch, "queues": queues, "device_batch": device_batch}

@@ -13,9 +13,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.encoding import ENCODE, ObservationScales, batch_features, shape_features
+from envs.encoding import ENCODE, ObservationScales, batch_features, continuous_features, shape_features
 from envs.render import render_ansi, render_gantt
 from envs.scenarios.loader import Scenario, load_scenario
+from envs.sim.continuous import ContinuousBatchingSimulator
 from envs.sim.metrics import episode_metrics
 from envs.sim.simulator import REASONS, Simulator
 
@@ -60,6 +61,16 @@ class MaskedDiscrete(spaces.Discrete):
         return state
 
 
+def make_simulator(sc):
+    """The reference simulator of scenario ``sc`` (continuous batching: its subclass)."""
+    kw = dict(visible_tasks=sc.visible_tasks, queue_capacity=sc.queue_capacity, drop_expired=sc.drop_expired,
+              noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures, warmup=sc.warmup_s)
+    if sc.continuous is not None:
+        return ContinuousBatchingSimulator(sc.cluster, sc.workload, max_batch=sc.continuous.max_batch,
+                                           slo_ttft=sc.continuous.ttft_slo, slo_tpot=sc.continuous.tpot_slo, **kw)
+    return Simulator(sc.cluster, sc.workload, batch_sizes=sc.batch_sizes, **kw)
+
+
 class SchedulingEnv(gym.Env):
     """Assign queued AI tasks to model variants and heterogeneous devices.
 
@@ -85,6 +96,13 @@ class SchedulingEnv(gym.Env):
     ``v`` can serve, as one batch on device ``d`` (``envs.sim.simulator.Simulator``,
     ``batch_sizes``); block ``b = 0`` is the unbatched action, and the last index waits. The mask
     stays exact (enough such tasks queued, within the variant's ``max_batch``).
+
+    With continuous batching (a scenario's ``continuous_batching``, LLM serving,
+    ``envs.sim.continuous``) the space is ``Discrete(K * V * D + 1)`` as without batching, but
+    an action makes request ``k`` *join* device ``d``'s running batch with variant slot ``v``:
+    valid while the device is up, holds fewer than ``continuous_batching.max_batch`` requests
+    and serves no other variant (a device serves one variant until its requests finish), and
+    while all of the request's tokens fit in the device's KV cache.
 
     ## Observation Space
 
@@ -112,6 +130,13 @@ class SchedulingEnv(gym.Env):
     * ``queues`` (C,): queued tasks of each capability q as q / (q + K).
     * ``device_batch`` (D,): requests in the execution each device runs, over the largest
       batch size (0 when idle).
+
+    With continuous batching, three more keys:
+
+    * ``queues`` (C,): queued requests of each capability q as q / (q + K).
+    * ``device_batch`` (D,): requests each device holds (running, in prefill or waiting for
+      KV-cache memory) over ``continuous_batching.max_batch``.
+    * ``kv_use`` (D,): fraction of each device's KV cache its requests hold.
 
     ## Rewards
 
@@ -155,7 +180,10 @@ class SchedulingEnv(gym.Env):
       their rankings. Results of v0 and v1 are not comparable.
       Later in v1, without changing any existing scenario: the scenario key ``batching``
       (dynamic batching: a block of actions per batch size, three more observation keys) and
-      the scenario ``serving-batched`` that uses it.
+      the scenario ``serving-batched`` that uses it; the scenario key ``continuous_batching``
+      (LLM continuous batching with a KV-cache memory bound; actions join a device's batch;
+      observation keys ``queues``, ``device_batch``, ``kv_use``) and the scenario
+      ``llm-continuous`` that uses it.
     * v0: initial release.
     """
 
@@ -178,10 +206,9 @@ class SchedulingEnv(gym.Env):
         self.invalid_action = invalid_action
         self.invalid_penalty = float(invalid_penalty)
         cl = sc.cluster
-        self.sim = Simulator(cl, sc.workload, visible_tasks=sc.visible_tasks,
-                             queue_capacity=sc.queue_capacity, drop_expired=sc.drop_expired,
-                             noise_cv=sc.noise_cv, horizon=sc.horizon, failures=sc.failures,
-                             warmup=sc.warmup_s, batch_sizes=sc.batch_sizes)
+        self.sim = make_simulator(sc)
+        #: Continuous batching (LLM serving): actions join a device's running batch.
+        self.continuous = sc.continuous is not None
         self.K, self.V, self.D = sc.visible_tasks, cl.num_slots, cl.num_devices
         C, T, M = cl.num_caps, cl.num_types, cl.num_variants
         #: Batch sizes of the action space (1 block each; ``(1,)`` without batching).
@@ -200,6 +227,8 @@ class SchedulingEnv(gym.Env):
             "global": box(5),
             **({"batch": box(self.K, self.V), "queues": box(C), "device_batch": box(self.D)}
                if self.B > 1 else {}),
+            **({"queues": box(C), "device_batch": box(self.D), "kv_use": box(self.D)}
+               if self.continuous else {}),
         })
         # Scales of the observation (one reference draw of the workload; for a trace this also
         # reads the file now, so a malformed trace fails at make()).
@@ -331,6 +360,7 @@ class SchedulingEnv(gym.Env):
         mask = np.empty(self.n_actions, dtype=bool)
         mask[:-1] = self.sim.action_mask().ravel() if self.B == 1 else \
             np.moveaxis(self.sim.batch_mask(), 3, 0).ravel()
+        # (With continuous batching action_mask() is the joint mask: joins, not idle devices.)
         mask[-1] = True
         return mask
 
@@ -359,6 +389,11 @@ class SchedulingEnv(gym.Env):
             full[-1] = True
             mask = full
             obs.update(batch_features(sim))
+        elif self.continuous:  # joins are valid on busy devices: the simulator's mask
+            mask = np.empty(self.n_actions, dtype=bool)
+            mask[:-1] = sim.action_mask().ravel()
+            mask[-1] = True
+            obs.update(continuous_features(sim))
         self._mask = mask
         return obs
 

@@ -23,25 +23,38 @@ from gymnasium import spaces
 FLAT_ORDER = ("tasks", "devices", "estimates", "global")
 #: The keys a scenario with dynamic batching adds, concatenated after :data:`FLAT_ORDER`.
 BATCH_ORDER = ("batch", "queues", "device_batch")
+#: The keys a scenario with continuous batching adds, concatenated after :data:`FLAT_ORDER`.
+CONTINUOUS_ORDER = ("queues", "device_batch", "kv_use")
 
 
 def _dict_space(env: gym.Env) -> spaces.Dict:
     space = env.observation_space
-    if not isinstance(space, spaces.Dict) or set(space.spaces) not in (set(FLAT_ORDER), set(FLAT_ORDER + BATCH_ORDER)):
+    if not isinstance(space, spaces.Dict) or set(space.spaces) not in (
+            set(FLAT_ORDER), set(FLAT_ORDER + BATCH_ORDER), set(FLAT_ORDER + CONTINUOUS_ORDER)):
         raise TypeError(f"expected a modelsched env with the Dict observation {FLAT_ORDER} (plus {BATCH_ORDER} "
-                        f"with dynamic batching), got {space}")
+                        f"with dynamic batching, {CONTINUOUS_ORDER} with continuous batching), got {space}")
     return space
 
 
+def obs_order(keys) -> tuple[str, ...]:
+    """The concatenation order of a modelsched observation with these keys."""
+    if "batch" in keys:
+        return FLAT_ORDER + BATCH_ORDER
+    if "kv_use" in keys:
+        return FLAT_ORDER + CONTINUOUS_ORDER
+    return FLAT_ORDER
+
+
 def _order(space: spaces.Dict) -> tuple[str, ...]:
-    return FLAT_ORDER + BATCH_ORDER if "batch" in space.spaces else FLAT_ORDER
+    return obs_order(space.spaces)
 
 
 class FlattenScheduling(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """The observation as one float32 ``Box(-1, 1, (n,))``: ``tasks`` (K x task features),
     ``devices`` (D x device features), ``estimates`` (K x V x D) and ``global`` (5), each
     flattened in C order and concatenated in that order (:data:`FLAT_ORDER`; with dynamic
-    batching, then ``batch``, ``queues`` and ``device_batch``, :data:`BATCH_ORDER`). ``slices[key]``
+    batching, then ``batch``, ``queues`` and ``device_batch``, :data:`BATCH_ORDER`; with
+    continuous batching ``queues``, ``device_batch``, ``kv_use``, :data:`CONTINUOUS_ORDER`). ``slices[key]``
     gives each array's range in the flat vector; ``unflatten(x)`` gives the Dict back.
     ``FlattenScheduling(gym.make("modelsched/ServingSmall-v1"))``.
     """

@@ -92,3 +92,23 @@ def short_serving_small(folder: Path, name: str, num_jobs: int) -> str:
 def tiny_scenario(tmp_path_factory) -> str:
     """serving-small with a 40-request workload: same spaces, short episodes."""
     return short_serving_small(tmp_path_factory.mktemp("scenario"), "serving-tiny", 40)
+
+
+def without_reference_only_features(name: str):
+    """Scenario ``name`` as the batched simulator can run it: with dynamic batching off
+    (``batching: null``) or continuous batching off (the section removed, and with it each
+    variant's ``kv_mb_per_token`` and decode slope: each request served alone, as without)."""
+    from envs.scenarios.loader import load_scenario, read_scenario_dict
+
+    sc = load_scenario(name)
+    if sc.batch_sizes != (1,):
+        return load_scenario(name, batching=None)
+    if sc.continuous is not None:
+        raw, _, _ = read_scenario_dict(name)
+        raw.pop("continuous_batching")
+        for v in raw["variants"]:
+            if isinstance(v, dict):
+                v.pop("kv_mb_per_token", None)
+                v["latency"] = {t: c[:3] for t, c in v.get("latency", {}).items()}
+        return load_scenario(raw)
+    return sc

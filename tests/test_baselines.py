@@ -20,7 +20,7 @@ from tests.conftest import golden_cluster, make_scenario, request
 
 EXPECTED = ["random", "fifo", "round-robin", "least-loaded", "sjf", "edf", "priority-greedy", "mct",
             "infaas", "clipper-high-acc", "clipper-low-acc", "tetris", "genetic", "adaptive", "priced",
-            "planner", "clockwork", "triton", "infaas-batch"]
+            "planner", "clockwork", "triton", "infaas-batch", "vllm"]
 #: Rules documented as work-conserving: they never wait while a valid assignment exists.
 WORK_CONSERVING = {"fifo", "round-robin", "least-loaded", "sjf", "edf", "priority-greedy", "tetris"}
 

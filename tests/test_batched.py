@@ -25,7 +25,7 @@ import envs
 from envs.batched import BatchedSimulator, UnsupportedFeature
 from envs.env import SchedulingEnv
 from envs.scenarios.loader import load_scenario
-from tests.conftest import TRACES, golden_cluster, make_scenario, request, run_without_heavy_imports
+from tests.conftest import TRACES, golden_cluster, make_scenario, request, run_without_heavy_imports, without_reference_only_features
 
 IDS = envs.registered_ids()
 
@@ -96,13 +96,15 @@ def drive(scenario, B: int, steps: int, seed: int, *, policy: str = "random", in
 
 
 def _batched_form(env_id: str):
-    """The id's scenario as the batched simulator can run it: a scenario with dynamic batching
-    is refused by name (checked here), and the rest of it (batching off) is compared."""
+    """The id's scenario as the batched simulator can run it: a scenario with dynamic or
+    continuous batching is refused by name (checked here), and the rest of it (batching off)
+    is compared."""
     sc = load_scenario(_scenario_of(env_id))
-    if sc.batch_sizes != (1,):
-        with pytest.raises(UnsupportedFeature, match="dynamic batching"):
+    if sc.reference_only is not None:
+        with pytest.raises(UnsupportedFeature, match=sc.reference_only):
             BatchedSimulator(sc, 2)
-        sc = load_scenario(_scenario_of(env_id), batching=None)
+        sc = without_reference_only_features(_scenario_of(env_id))
+        assert sc.reference_only is None
     return sc
 
 

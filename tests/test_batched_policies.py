@@ -19,6 +19,7 @@ from baselines.batched import BATCHED, BatchedView, make_batched
 from envs.batched import BatchedSimulator
 from envs.env import SchedulingEnv
 from envs.scenarios.loader import load_scenario
+from tests.conftest import without_reference_only_features
 
 #: One id per built-in scenario (Scheduling-v1 is serving-small, already covered).
 SCENARIOS = sorted({gym.spec(i).kwargs.get("scenario", "serving-small") for i in envs.registered_ids()})
@@ -55,16 +56,16 @@ def drive(sc, name: str, B: int, seed: int, **kwargs) -> int:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_batched_heuristics_choose_the_per_instance_action_at_every_decision(scenario):
-    sc = load_scenario(scenario)
-    if sc.batch_sizes != (1,):  # the batched simulator refuses dynamic batching: the rest is compared
-        sc = load_scenario(scenario, batching=None)
+    # the batched simulator refuses dynamic and continuous batching: the rest is compared
+    sc = without_reference_only_features(scenario)
     for name in BATCHED:
         assert drive(sc, name, B=2, seed=300) > 100
 
 
 def test_batched_rules_cover_all_heuristics_but_the_search_based_ones():
     # (the batching rules only matter where the batched simulator refuses to run: dynamic batching)
-    assert set(BATCHED) == set(baselines.names()) - {"genetic", "planner", "clockwork", "triton", "infaas-batch"}
+    assert set(BATCHED) == set(baselines.names()) - {"genetic", "planner", "clockwork", "triton", "infaas-batch",
+                                                     "vllm"}
     with pytest.raises(PolicyError, match="clockwork.*no batched form"):
         make_batched("clockwork", 4)
     with pytest.raises(PolicyError, match="genetic.*no batched form"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import copy
 import pickle
 
@@ -107,8 +109,14 @@ def reference_mask(env) -> np.ndarray:
             var = cl.variants[m]
             for d, dev in enumerate(sim.devices):
                 ok = (dev.type.name in var.profiles and var.memory_gb <= dev.type.memory_gb
-                      and var.accuracy >= t.min_accuracy and t.size + t.size2 <= var.max_size
-                      and dev.up and dev.task is None)
+                      and var.accuracy >= t.min_accuracy and t.size + t.size2 <= var.max_size and dev.up)
+                if getattr(env, "continuous", False):  # a join: room in the batch, same variant, KV fits
+                    held = len(sim.running_batch(d))
+                    kv_tokens = math.floor((dev.type.memory_gb - var.memory_gb) * 1000 / var.kv_mb_per_token)
+                    ok = (ok and held < sim.max_batch and sim._cb_var[d] in (-1, m)
+                          and t.size + t.size2 <= kv_tokens)
+                else:
+                    ok = ok and dev.task is None
                 if ok and t.devices_required > 1:
                     pool = [e for e in sim.devices if e.type is dev.type and e.up and e.task is None]
                     ok = len(pool) >= t.devices_required

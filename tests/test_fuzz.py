@@ -304,8 +304,10 @@ TASK_KEYS = ("arrived", "completed", "dropped", "queued", "running")
 JOB_KEYS = ("jobs_arrived", "jobs_completed", "jobs_dropped", "jobs_in_progress")
 #: Metrics that may be NaN only when no task completed / no task arrived / no job finished.
 NAN_IF_NO_COMPLETION = ("mean_latency", "p50_latency", "p95_latency", "p99_latency", "mean_slowdown",
-                        "mean_accuracy", "accuracy_loss")
-NAN_IF_NO_ARRIVAL = ("slo_attainment", "effective_accuracy")
+                        "mean_accuracy", "accuracy_loss", "ttft_mean", "ttft_p99")
+#: NaN where no completed request has more than one output token (continuous batching).
+NAN_IF_NO_DECODE = ("tpot_mean", "tpot_p99")
+NAN_IF_NO_ARRIVAL = ("slo_attainment", "effective_accuracy", "ttft_slo_attainment", "tpot_slo_attainment")
 NAN_IF_NO_JOB = ("job_slo_attainment",)
 NAN_IF_NO_JOB_DONE = ("job_mean_latency", "job_p99_latency")
 
@@ -354,7 +356,7 @@ def _counted(sim, acc: dict) -> dict:
 
 def _check_metrics(m: dict, acc: dict) -> None:
     assert all(isinstance(v, float) and not math.isinf(v) for v in m.values()), m
-    allowed_nan = set()
+    allowed_nan = set(NAN_IF_NO_DECODE)
     if acc["completed"] == 0:
         allowed_nan.update(NAN_IF_NO_COMPLETION)
     if acc["arrived"] == 0:

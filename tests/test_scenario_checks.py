@@ -18,6 +18,7 @@ from envs.config import ConfigError, ScenarioWarning, load_yaml
 from envs.scenarios import loader
 from envs.scenarios.loader import (
     BATCHING_KEYS,
+    CONTINUOUS_KEYS,
     DEVICE_KEYS,
     DEVICE_TYPE_KEYS,
     REWARD_KEYS,
@@ -315,6 +316,7 @@ def code_keys() -> dict[str, tuple[str, ...]]:
     keys = {
         "top": TOP_KEYS, "device": DEVICE_KEYS, "device_type": DEVICE_TYPE_KEYS,
         "variant": VARIANT_ENTRY_KEYS + VARIANT_KEYS, "reward": REWARD_KEYS, "batching": BATCHING_KEYS,
+        "continuous_batching": CONTINUOUS_KEYS,
         "popularity": POPULARITY_KEYS, "min_accuracy": FLOOR_KEYS,
         "dag.template": TEMPLATE_KEYS, "dag.stage": STAGE_KEYS,
         "workload.poisson": poisson,

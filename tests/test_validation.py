@@ -69,9 +69,9 @@ def test_infinite_rate_sizes_and_latency_coefficients_are_refused(tmp_path):
     data = copy.deepcopy(SMALL)
     data["variants"].append({"name": "x", "capability": "image-classification", "accuracy": 0.5,
                              "memory_gb": 1.0, "latency": {"A100": [0.001, INF]}})
-    with pytest.raises(ConfigError, match=re.escape("variants[9] (x): latency.A100 must be [alpha, beta] or "
-                                                    "[alpha, beta, gamma] of finite non-negative numbers, got "
-                                                    "[0.001, inf]")):
+    with pytest.raises(ConfigError, match=re.escape("variants[9] (x): latency.A100 must be [alpha, beta], "
+                                                    "[alpha, beta, gamma] or [alpha, beta, gamma, delta] of finite "
+                                                    "non-negative numbers, got [0.001, inf]")):
         load_scenario(write(tmp_path, data))
     data["variants"][-1]["latency"]["A100"] = [0.001, 0.001, float("nan")]
     with pytest.raises(ConfigError, match=re.escape("got [0.001, 0.001, nan]")):

@@ -291,6 +291,11 @@ class BatchedSimulator:
                 f"scenario '{scenario.name}': dynamic batching (batching.sizes {list(scenario.batch_sizes)}) is "
                 f"not implemented by the batched simulator; run it on the reference simulator (SchedulingEnv / "
                 f"gym.make, train.py --vec dummy or subproc, evaluate.py --backend reference)")
+        if scenario.continuous is not None:
+            raise UnsupportedFeature(
+                f"scenario '{scenario.name}': continuous batching (continuous_batching) is not implemented by the "
+                f"batched simulator; run it on the reference simulator (SchedulingEnv / gym.make, train.py --vec "
+                f"dummy or subproc, evaluate.py --backend reference)")
         self.scenario = sc = scenario
         self.backend = backend
         self.num_envs = B = int(num_envs)

@@ -33,15 +33,18 @@ TRACE_KEYWORDS = ("trace", "time_scale", "trace_window", "on_bad_rows", "max_job
 #: Keys of a scenario file's top level (docs/scenarios.md describes each).
 TOP_KEYS = ("name", "description", "primary_metric", "device_types", "devices", "variants", "workload",
             "reward", "trace_replay", "horizon", "visible_tasks", "queue_capacity", "drop_expired",
-            "noise_cv", "failures", "warmup_s", "batching")
+            "noise_cv", "failures", "warmup_s", "batching", "continuous_batching")
 #: Keys of one entry of ``devices``.
 DEVICE_KEYS = ("type", "count", "node")
 #: Keys of a device type (under ``device_types`` or in the library).
 DEVICE_TYPE_KEYS = ("memory_gb", "load_bandwidth_gbps", "load_overhead_s", "cost_per_hour", "mtbf_s", "mttr_s")
 #: Keys of a variant (in the library, or written in full under ``variants``).
-VARIANT_KEYS = ("capability", "accuracy", "memory_gb", "latency", "max_size", "scaling_efficiency", "max_batch")
+VARIANT_KEYS = ("capability", "accuracy", "memory_gb", "latency", "max_size", "scaling_efficiency", "max_batch",
+                "kv_mb_per_token")
 #: Keys of the ``batching`` section (dynamic batching of DNN requests).
 BATCHING_KEYS = ("sizes",)
+#: Keys of the ``continuous_batching`` section (LLM serving, envs.sim.continuous).
+CONTINUOUS_KEYS = ("max_batch", "ttft_slo", "tpot_slo")
 #: Most batch sizes a scenario may offer (each multiplies the action space).
 MAX_BATCH_CHOICES = 8
 #: Extra keys of a variant written as a mapping under ``variants``.
@@ -69,6 +72,17 @@ class RewardWeights:
     utilization: float = 0.0
 
 
+@dataclass(frozen=True)
+class ContinuousBatching:
+    """The ``continuous_batching`` section: requests one device holds at most (vLLM's
+    ``max_num_seqs``), and the time-to-first-token and time-per-output-token SLOs of the
+    ``ttft_slo_attainment`` / ``tpot_slo_attainment`` metrics (None: not measured)."""
+
+    max_batch: int = 64
+    ttft_slo: float | None = None
+    tpot_slo: float | None = None
+
+
 @dataclass
 class Scenario:
     name: str
@@ -88,10 +102,22 @@ class Scenario:
     batch_sizes: tuple[int, ...] = (1,)
     """Dynamic batching: the numbers of requests one assignment may start together (the
     ``batching.sizes`` key; ``(1,)``: no batching)."""
+    continuous: ContinuousBatching | None = None
+    """Continuous batching of LLM requests (the ``continuous_batching`` section; None: off)."""
     description: str = ""
     source: str = "<dict>"
     raw: dict = field(default_factory=dict)
     """The scenario as a plain dict (after overrides), for run folders and pickling."""
+
+    @property
+    def reference_only(self) -> str | None:
+        """The feature that only the reference simulator implements (the batched one refuses
+        it by name), or None."""
+        if self.batch_sizes != (1,):
+            return "dynamic batching"
+        if self.continuous is not None:
+            return "continuous batching"
+        return None
 
 
 def builtin_names() -> list[str]:
@@ -276,6 +302,10 @@ def load_scenario(spec: str | Path | dict, *, overrides_from: str = "keyword", *
         Section(replay, f"{source}: trace_replay", TRACE_REPLAY_KEYS)
     horizon = top.get("horizon", (float, type(None)), None, gt=0.0, allow_inf=True)
     batch_sizes = _parse_batching(top, cluster)
+    continuous = _parse_continuous(top, cluster, source)
+    if continuous is not None and batch_sizes != (1,):
+        raise ConfigError(f"{top.loc('batching')}: 'batching' (dynamic batching of DNN requests) and "
+                          f"'continuous_batching' (LLM requests) are exclusive")
     scenario = Scenario(
         name=name, cluster=cluster, workload=workload,
         primary_metric=top.get("primary_metric", str, choices=PRIMARY_METRICS),
@@ -288,6 +318,7 @@ def load_scenario(spec: str | Path | dict, *, overrides_from: str = "keyword", *
         failures=top.get("failures", bool, True),
         warmup_s=top.get("warmup_s", float, 0.0, low=0.0),
         batch_sizes=batch_sizes,
+        continuous=continuous,
         description=description, source=source, raw=raw,
     )
     top.done()
@@ -319,6 +350,41 @@ def _parse_batching(top: Section, cluster: Cluster) -> tuple[int, ...]:
                           f"({limits}): no variant can take it")
     sec.done()
     return tuple(sizes)
+
+
+def _parse_continuous(top: Section, cluster: Cluster, source: str) -> ContinuousBatching | None:
+    """The ``continuous_batching`` section. Every variant of such a scenario needs
+    ``kv_mb_per_token`` (and no variant of another scenario may have it), and one request of the
+    variant's ``max_size`` tokens must fit in the KV cache of some device it runs on."""
+    has_kv = [v.name for v in cluster.variants if not math.isnan(v.kv_mb_per_token)]
+    if not top.has("continuous_batching") or top.data["continuous_batching"] is None:
+        top.get("continuous_batching", (dict, type(None)), None)
+        if has_kv:
+            raise ConfigError(f"{source}: variant '{has_kv[0]}' has kv_mb_per_token (continuous batching) but "
+                              f"the scenario has no 'continuous_batching' section")
+        return None
+    sec = top.section("continuous_batching", keys=CONTINUOUS_KEYS)
+    cb = ContinuousBatching(
+        max_batch=sec.get("max_batch", int, 64, low=1),
+        ttft_slo=sec.get("ttft_slo", (float, type(None)), None, gt=0.0),
+        tpot_slo=sec.get("tpot_slo", (float, type(None)), None, gt=0.0),
+    )
+    sec.done()
+    for m, v in enumerate(cluster.variants):
+        where = f"{source}: variants.{v.name}"
+        if math.isnan(v.kv_mb_per_token):
+            raise ConfigError(f"{where}: a continuous_batching scenario needs kv_mb_per_token (KV-cache MB per "
+                              f"token) for every variant")
+        runs = cluster.var_runs_on[m]
+        need = v.kv_mb_per_token * (v.max_size if math.isfinite(v.max_size) else 1.0) / 1000.0
+        room = {t.name: t.memory_gb - v.memory_gb for j, t in enumerate(cluster.device_types) if runs[j]}
+        if not any(r >= need for r in room.values()):
+            what = f"one request of max_size {v.max_size:g} tokens" if math.isfinite(v.max_size) else "one token"
+            raise ConfigError(
+                f"{where}.kv_mb_per_token: the KV cache of {what} ({need:g} GB) is larger than the memory "
+                f"left beside the weights on every device type it runs on: "
+                + ", ".join(f"{t} {r:g} GB" for t, r in room.items()))
+    return cb
 
 
 def _check_runnable(cluster: Cluster, source: str) -> None:
@@ -369,12 +435,15 @@ def _parse_variant(name: str, data: Any, where: str) -> ModelVariant:
     latency = sec.get("latency", dict)
     profiles = {}
     for tname, coeffs in latency.items():
-        ok = isinstance(coeffs, list) and len(coeffs) in (2, 3) and all(
+        ok = isinstance(coeffs, list) and len(coeffs) in (2, 3, 4) and all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
             for x in coeffs)
         if not ok:
-            raise ConfigError(f"{where}: latency.{tname} must be [alpha, beta] or [alpha, beta, gamma] "
-                              f"of finite non-negative numbers, got {coeffs!r}")
+            raise ConfigError(f"{where}: latency.{tname} must be [alpha, beta], [alpha, beta, gamma] or "
+                              f"[alpha, beta, gamma, delta] of finite non-negative numbers, got {coeffs!r}")
+        if len(coeffs) == 4 and not sec.has("kv_mb_per_token"):
+            raise ConfigError(f"{where}: latency.{tname} has a 4th coefficient (delta, the decode slope of "
+                              f"continuous batching) but the variant has no kv_mb_per_token")
         if coeffs[0] + coeffs[1] <= 0 and (len(coeffs) < 3 or coeffs[2] <= 0):
             raise ConfigError(f"{where}: latency.{tname} must not be all zero")
         profiles[tname] = LatencyProfile(*map(float, coeffs))
@@ -387,6 +456,7 @@ def _parse_variant(name: str, data: Any, where: str) -> ModelVariant:
         max_size=sec.get("max_size", float, math.inf, low=1.0, allow_inf=True),
         scaling_efficiency=sec.get("scaling_efficiency", float, 1.0, low=0.0, high=1.0),
         max_batch=float(sec.get("max_batch", int, low=1)) if sec.has("max_batch") else math.inf,
+        kv_mb_per_token=sec.get("kv_mb_per_token", float, gt=0.0) if sec.has("kv_mb_per_token") else math.nan,
     )
     sec.done()
     return v

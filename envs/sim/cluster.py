@@ -88,12 +88,14 @@ class Cluster:
         self.var_alpha = np.full((M, T), np.nan)
         self.var_beta = np.full((M, T), np.nan)
         self.var_gamma = np.full((M, T), np.nan)
+        self.var_delta = np.full((M, T), np.nan)
         for m, v in enumerate(self.variants):
             for tname, prof in v.profiles.items():
                 if tname not in self.type_index:
                     continue  # a profile for a type this cluster does not have
                 t = self.type_index[tname]
                 self.var_alpha[m, t], self.var_beta[m, t], self.var_gamma[m, t] = prof.alpha, prof.beta, prof.gamma
+                self.var_delta[m, t] = prof.delta
         #: (M, T) the variant can run on the type at all (profile and memory capacity).
         type_mem = np.array([t.memory_gb for t in self.device_types])
         self.var_runs_on = ~np.isnan(self.var_alpha) & (self.var_memory[:, None] <= type_mem[None, :])
@@ -118,6 +120,25 @@ class Cluster:
         self.slot_runs = self.var_runs_on[sv][:, :, dt] & exists[:, :, None]
         self.slot_load = self.load_time[sv]
         self.best_accuracy = np.array([max(self.var_accuracy[m] for m in lst) for lst in by_cap])
+
+        # Continuous batching (LLM serving, :mod:`envs.sim.continuous`): variants with a KV-cache
+        # footprint per token. A device serves one such variant at a time, its weights resident
+        # and the rest of its memory holding the KV cache of the requests it runs.
+        #: (M,) KV-cache MB per token (NaN: not served by continuous batching).
+        self.var_kv_mb = np.array([v.kv_mb_per_token for v in self.variants], dtype=float)
+        #: Some variant is served by continuous batching (the loader makes it all of them).
+        self.continuous = bool(np.any(~np.isnan(self.var_kv_mb)))
+        kv = np.where(np.isnan(self.var_kv_mb), np.inf, self.var_kv_mb)
+        free_mb = (self.dev_memory[None, :] - self.var_memory[:, None]) * 1000.0
+        #: (M, D) tokens of KV cache device d holds with variant m resident alone (inf: no limit).
+        self.kv_tokens = np.where(np.isinf(kv)[:, None], np.inf, np.floor(np.maximum(free_mb, 0.0) / kv[:, None]))
+        #: (C, V, D) the same per slot; (C, V, D) decode slope delta per slot and device.
+        self.slot_kv_tokens = np.where(exists[:, :, None], self.kv_tokens[sv], 0.0)
+        self.slot_delta = self.var_delta[sv][:, :, dt]
+        #: (C, V) 1 where the slot's variant emits a request's first token in its prefill (a
+        #: continuous-batching variant: ``size2`` output tokens take ``size2 - 1`` decode
+        #: iterations), else 0.
+        self.slot_prefill_token = np.where(exists & ~np.isnan(self.var_kv_mb[sv]), 1.0, 0.0)
 
     # ------------------------------------------------------------------ queries
     def exec_time(self, m: int, t: int, size: float, size2: float = 0.0, n: int = 1) -> float:

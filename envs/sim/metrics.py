@@ -9,7 +9,8 @@ and ``goodput``/``throughput`` are per second of the time after it; the counters
 (``cold_starts``, ``requeues``, ``evictions``, ``failures``, ``infeasible``; with dynamic
 batching ``batches``, executions of several requests, and ``mean_batch_size``, requests
 started per such execution) and the
-utilizations cover the whole episode.
+utilizations cover the whole episode. Continuous batching (LLM serving) adds the token metrics
+of :func:`token_metrics` (TTFT, TPOT, their SLO attainments, preemptions).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from envs.sim.model import DONE, DROPPED
 #: Metrics where larger is better; all others are better when smaller.
 HIGHER_IS_BETTER = frozenset({
     "slo_attainment", "goodput", "throughput", "utilization", "mean_accuracy", "effective_accuracy",
-    "job_slo_attainment", "memory_utilization",
+    "job_slo_attainment", "memory_utilization", "ttft_slo_attainment", "tpot_slo_attainment",
+    "mean_decode_batch",
 })
 
 
@@ -48,6 +50,8 @@ def task_latencies(sim) -> np.ndarray:
 
 def _effective_busy(sim) -> list[float]:
     """Busy seconds of each device up to now (the rest of a running execution not counted)."""
+    if hasattr(sim, "busy_seconds"):  # continuous batching: busy while holding requests
+        return sim.busy_seconds()
     return [dev.busy_time - max(0.0, dev.busy_until - sim.now) if dev.task is not None else dev.busy_time
             for dev in sim.devices]
 
@@ -68,6 +72,43 @@ def episode_metrics(sim) -> dict[str, float]:
     if getattr(sim, "B", 1) > 1:  # dynamic batching: executions of several requests (whole episode)
         m["batches"] = float(c.batches)
         m["mean_batch_size"] = c.batched_tasks / c.batches if c.batches else 1.0
+    if getattr(sim.cluster, "continuous", False):
+        m.update(token_metrics(sim))
+    return m
+
+
+def token_metrics(sim) -> dict[str, float]:
+    """LLM serving metrics of a continuous-batching simulation, over the completed requests
+    counted in the metrics (after the warm-up): time to first token (TTFT: first token -
+    arrival), time per output token (TPOT: (finish - first token) / (output tokens - 1), requests
+    of more than one token), their means and 99th percentiles; with the scenario's SLOs
+    (``slo_ttft``/``slo_tpot``, set on the simulator), the fraction of arrived requests that
+    completed within each; ``preemptions``; ``mean_decode_batch``, the decode batch size
+    averaged over decode time (the whole episode)."""
+    arrived, done = _completed(sim)
+    if sim.warmup > 0 and arrived:
+        ids = np.array(sim._arrived, dtype=np.int64)
+        arrived = int(np.count_nonzero(sim._ttimes[ids, 0] >= sim.warmup))
+        done = done[sim._ttimes[done, 0] >= sim.warmup]
+    first, out = sim.token_times()
+    ttft = first[done] - sim._ttimes[done, 0]
+    many = out[done] > 1
+    tpot = (np.array(sim._tfinish)[done][many] - first[done][many]) / (out[done][many] - 1)
+    m = {
+        "ttft_mean": float(ttft.mean()) if ttft.size else math.nan,
+        "ttft_p99": _pct(ttft, 99),
+        "tpot_mean": float(tpot.mean()) if tpot.size else math.nan,
+        "tpot_p99": _pct(tpot, 99),
+        "preemptions": float(sim.counters.preemptions),
+        "mean_decode_batch": sim.decode_batch_area / sim.decode_time if sim.decode_time > 0 else 0.0,
+    }
+    slo_ttft, slo_tpot = getattr(sim, "slo_ttft", None), getattr(sim, "slo_tpot", None)
+    if slo_ttft is not None:
+        m["ttft_slo_attainment"] = int(np.count_nonzero(ttft <= slo_ttft + 1e-12)) / arrived if arrived else math.nan
+    if slo_tpot is not None:
+        ok = np.ones(len(done), dtype=bool)
+        ok[many] = tpot <= slo_tpot + 1e-12
+        m["tpot_slo_attainment"] = int(np.count_nonzero(ok)) / arrived if arrived else math.nan
     return m
 
 

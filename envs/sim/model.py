@@ -39,11 +39,18 @@ class LatencyProfile:
     ``time(size, size2) = alpha + beta * size + gamma * size2``. For a batch of images ``size`` is
     the batch size; for an LLM request ``size`` is prompt tokens (prefill) and ``size2`` output
     tokens (decode steps); for a training job ``size`` is the number of iterations.
+
+    Continuous batching (a variant with ``kv_mb_per_token``, :mod:`envs.sim.continuous`) reads
+    the coefficients per iteration: a prefill iteration of ``T`` prompt tokens (all the
+    requests it admits) takes ``alpha + beta * T``; a decode iteration of ``n`` requests (one
+    token each) takes ``gamma + delta * (n - 1)``.
     """
 
     alpha: float
     beta: float
     gamma: float = 0.0
+    delta: float = 0.0
+    """Continuous batching: extra decode-iteration time per request beyond the first."""
 
     def time(self, size: float, size2: float = 0.0) -> float:
         return self.alpha + self.beta * size + self.gamma * size2
@@ -66,6 +73,9 @@ class ModelVariant:
     max_batch: float = math.inf
     """Most requests one execution of the variant may batch together (dynamic batching, a
     scenario's ``batching``); ``inf``: no limit of its own."""
+    kv_mb_per_token: float = math.nan
+    """KV-cache memory per token held (MB; continuous batching, a scenario's
+    ``continuous_batching``); NaN: the variant is not served by continuous batching."""
 
     def exec_time(self, device_type: str, size: float, size2: float = 0.0, n_devices: int = 1) -> float:
         t = self.profiles[device_type].time(size, size2)

@@ -54,7 +54,8 @@ _DROP_COUNTER = {r: f"dropped_{r}" for r in ("queue_full", "expired", "infeasibl
 
 # Event kinds (ints: cheap to compare and to store in heap tuples).
 # Arrivals are not heap events: they are read in order from the workload's sorted job list.
-FINISH, EXPIRE, FAIL, RECOVER = 1, 2, 3, 4
+# STEP: an iteration boundary of a continuous-batching device (envs.sim.continuous).
+FINISH, EXPIRE, FAIL, RECOVER, STEP = 1, 2, 3, 4, 5
 
 # Reasons an assignment is refused (used in error messages).
 REASONS = {
@@ -69,6 +70,9 @@ REASONS = {
     "no_batch": "the scenario has no such batch size (its batching.sizes)",
     "batch_limit": "the batch is larger than the variant's max_batch",
     "batch_short": "fewer queued requests of the task's capability that the variant can serve than the batch size",
+    "batch_full": "the device already holds continuous_batching.max_batch requests",
+    "other_variant": "the device is serving another variant (continuous batching: one variant per device until "
+                     "its requests finish)",
 }
 
 
@@ -82,7 +86,12 @@ def shape_rows(cl: Cluster, cap: np.ndarray, size: np.ndarray, size2: np.ndarray
         & (cl.slot_max_size[cap] >= (size + size2)[:, None])[:, :, None]  # (m, V, D)
     # Pools with fewer devices of the type than a multi-device task needs can never run it.
     static &= (cl.type_count[cl.dev_type][None, :] >= n[:, None])[:, None, :]
-    exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size[:, None, None] + cl.slot_gamma[cap] * size2[:, None, None]
+    if cl.continuous:  # the whole request fits in the KV cache; the prefill emits the first token
+        static &= cl.slot_kv_tokens[cap] >= (size + size2)[:, None, None]
+        decode = np.maximum(size2[:, None] - cl.slot_prefill_token[cap], 0.0)[:, :, None]
+        exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size[:, None, None] + cl.slot_gamma[cap] * decode
+    else:
+        exec_t = cl.slot_alpha[cap] + cl.slot_beta[cap] * size[:, None, None] + cl.slot_gamma[cap] * size2[:, None, None]
     exec_t /= (1.0 + (n[:, None] - 1) * cl.slot_scaling[cap])[:, :, None]  # exactly 1 for n = 1
     exec_t = np.where(static, exec_t, np.inf)
     VD = cl.num_slots * cl.num_devices
@@ -134,6 +143,11 @@ class Counters:
     """Executions that started more than one request together (dynamic batching)."""
     batched_tasks: int = 0
     """Requests started in those executions."""
+    preemptions: int = 0
+    """Continuous batching: requests evicted from a device's running batch when its KV cache
+    ran out (recomputed later, vLLM-style)."""
+    prefill_iterations: int = 0
+    decode_iterations: int = 0
     cold_starts: int = 0
     evictions: int = 0
     failures: int = 0
@@ -545,6 +559,8 @@ class Simulator:
                             self._expire(payload)
                     elif kind == FINISH:
                         self._on_finish(payload, extra)
+                    elif kind == STEP:
+                        self._on_step(payload, extra)
                     elif kind == FAIL:
                         self._on_fail(payload)
                     else:
@@ -702,16 +718,6 @@ class Simulator:
     def _on_finish(self, tid: int, attempt: int) -> None:
         if self._tstate[tid] != RUNNING or self._trequeues[tid] != attempt:
             return  # stale: the task was requeued after a failure
-        c = self.counters
-        now = self.now
-        self._tstate[tid] = DONE
-        self._tfinish[tid] = now
-        c.running -= 1
-        c.completed += 1
-        kind = self._tkind_l[tid]
-        counted = not self.warmup or self._ttimes[tid, 0] >= self.warmup
-        if counted:
-            self._inv_ideal_sum -= self._tprio[tid] / self._kideal[kind]
         devs = self._tdevices[tid]
         if self._batching and self._dev_batch[devs[0]] is not None:  # a member of a batch
             d = devs[0]
@@ -722,6 +728,21 @@ class Simulator:
         else:
             for d in devs:
                 self._release_device(d)
+        self._complete(tid)
+
+    def _complete(self, tid: int) -> None:
+        """Running task ``tid`` finished now (its devices already updated): accounting, the
+        interval statistics, its job and the stages that wait for it."""
+        c = self.counters
+        now = self.now
+        self._tstate[tid] = DONE
+        self._tfinish[tid] = now
+        c.running -= 1
+        c.completed += 1
+        kind = self._tkind_l[tid]
+        counted = not self.warmup or self._ttimes[tid, 0] >= self.warmup
+        if counted:
+            self._inv_ideal_sum -= self._tprio[tid] / self._kideal[kind]
         if counted:
             st = self.stats
             st.completions += 1
@@ -741,6 +762,9 @@ class Simulator:
         if self._jremaining[j] == 0:
             self._jfinish[j] = now
             c.jobs_completed += 1
+
+    def _on_step(self, d: int, version: int) -> None:
+        raise RuntimeError("an iteration event on a simulator without continuous batching")
 
     def _release_device(self, d: int) -> None:
         """Device d (up) finished or gave up its task and is idle now."""
